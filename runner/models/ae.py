@@ -1,0 +1,58 @@
+"""Autoencoder separator: encoder, dense bottleneck, two decoders, no skip connections."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from runner.config import ModelConfig
+from runner.errors import RunnerError
+from runner.models.blocks import SeparationHeads
+from runner.models.unet import Decoder, Encoder
+
+
+class AutoencoderSeparator(nn.Module):
+    """Everything the decoders see passes through a `latent_dim` vector.
+
+    The dense latent ties the model to its training size: `dynamic_spatial` is False.
+    """
+
+    def __init__(self, config: ModelConfig, channels: int, image_size: tuple[int, int]):
+        super().__init__()
+        self.size_multiple = 2 ** len(config.widths)
+        self.dynamic_spatial = False
+        height, width = image_size
+        if height % self.size_multiple or width % self.size_multiple:
+            raise RunnerError(
+                f"{len(config.widths)} levels need images whose sides are multiples of {self.size_multiple}, "
+                f"got {height}x{width}; use fewer widths or set data.image_size"
+            )
+        self.bottom_shape = (config.bottleneck, height // self.size_multiple, width // self.size_multiple)
+        flat = config.bottleneck * self.bottom_shape[1] * self.bottom_shape[2]
+        self.encoder = Encoder(channels, config)
+        self.to_latent = self.latent_layer(flat, config.latent_dim)
+        self.from_latent = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.ReLU(inplace=True))
+        self.decoder_1 = Decoder(config, use_skips=False)
+        self.decoder_2 = Decoder(config, use_skips=False)
+        self.heads = SeparationHeads(config.widths[0], channels, config.output)
+
+    def latent_layer(self, flat: int, latent_dim: int) -> nn.Module:
+        return nn.Linear(flat, latent_dim)
+
+    def encode(self, mixture: torch.Tensor) -> torch.Tensor:
+        _, bottom = self.encoder(mixture)
+        return self.to_latent(bottom.flatten(1))
+
+    def decode(self, mixture: torch.Tensor, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bottom = self.from_latent(latent).view(-1, *self.bottom_shape)
+        return self.heads(mixture, self.decoder_1(bottom), self.decoder_2(bottom))
+
+    def forward(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decode(mixture, self.encode(mixture))
+
+    def forward_train(self, mixture: torch.Tensor):
+        return (*self(mixture), None)
+
+
+def build_ae(config: ModelConfig, channels: int, image_size: tuple[int, int]) -> AutoencoderSeparator:
+    return AutoencoderSeparator(config, channels, image_size)

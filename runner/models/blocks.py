@@ -1,0 +1,82 @@
+"""Building blocks shared by every family: conv blocks, down/up steps, output heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions, each followed by a norm and ReLU (the classic U-Net block)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block (norm, SiLU, conv, twice) with a 1x1 projection when widths differ."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            norm_layer(norm, in_channels),
+            nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            norm_layer(norm, out_channels),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+BLOCKS = {"plain": ConvBlock, "residual": ResidualBlock}
+
+
+def make_block(kind: str, in_channels: int, out_channels: int, norm: str) -> nn.Module:
+    return BLOCKS[kind](in_channels, out_channels, norm)
+
+
+class SeparationHeads(nn.Module):
+    """Turns two decoder outputs into two images.
+
+    `free`: each head is a sigmoid image. `consistent`: the heads only decide the
+    half-difference d = (h1 - h2) / 2 and the outputs are m + d and m - d, so they always
+    average to the mixture exactly (mixture consistency, Wisdom et al. 2019).
+    """
+
+    def __init__(self, in_channels: int, image_channels: int, output: str):
+        super().__init__()
+        self.output = output
+        self.head_1 = nn.Conv2d(in_channels, image_channels, 1)
+        self.head_2 = nn.Conv2d(in_channels, image_channels, 1)
+
+    def forward(self, mixture, features_1, features_2) -> tuple[torch.Tensor, torch.Tensor]:
+        h1, h2 = self.head_1(features_1), self.head_2(features_2)
+        if self.output == "consistent":
+            half_difference = (h1 - h2) / 2
+            return mixture + half_difference, mixture - half_difference
+        return torch.sigmoid(h1), torch.sigmoid(h2)
