@@ -108,11 +108,26 @@ def best_checkpoint(directory: Path) -> CheckpointInfo:
 
 
 def best_per_family(directory: Path) -> dict[str, CheckpointInfo]:
+    """The best checkpoint of each `family_label`: what reports set against the Average baseline."""
     best: dict[str, CheckpointInfo] = {}
     for checkpoint in find_checkpoints(directory):
-        if checkpoint.family not in best or checkpoint.score > best[checkpoint.family].score:
-            best[checkpoint.family] = checkpoint
+        label = family_label(checkpoint.config, checkpoint.family)
+        if label not in best or checkpoint.score > best[label].score:
+            best[label] = checkpoint
     return dict(sorted(best.items()))
+
+
+def family_label(config: dict[str, Any], family: str | None = None) -> str:
+    """The model family, with a fixed-order loss named: that variant exists only to show its
+    collapse, so reports show it beside the permutation-invariant one instead of ranking them."""
+    family = family or config.get("model", {}).get("family", "?")
+    return f"{family}, fixed-order" if config.get("train", {}).get("loss") == "fixed" else family
+
+
+def stored_data_dir(directory: Path) -> str | None:
+    """The --data-dir an experiment was started with (None: the default search places)."""
+    stored = read_experiment(directory)
+    return stored.get("data_dir") or stored.get("request", {}).get("data_dir")
 
 
 def trial_histories(directory: Path) -> dict[str, list[dict[str, Any]]]:

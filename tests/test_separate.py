@@ -12,7 +12,6 @@ import os
 import struct
 import subprocess
 import sys
-import textwrap
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -494,26 +493,8 @@ def test_interrupted_write_leaves_no_half_written_png(tmp_path, rgb_model, one_i
 
 # ---- the install without training packages ---------------------------------------------
 
-BLOCKER = '''
-import importlib.abc, sys
-
-BLOCKED = {"torch", "ray", "optuna", "onnx"}
-
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked: separate must not need it")
-        return None
-
-sys.meta_path.insert(0, Blocker())
-'''
-
-
-def test_separate_runs_where_training_packages_cannot_be_imported(tmp_path, rgb_model):
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(textwrap.dedent(BLOCKER))
-    env = {**os.environ, "PYTHONPATH": str(blocker)}
+def test_separate_runs_where_training_packages_cannot_be_imported(tmp_path, rgb_model, training_packages_blocked):
+    env = training_packages_blocked
     image = save(tmp_path / "x.png", Image.fromarray(random_pixels(9, 9, 3)))
     script = Path(sys.executable).parent / "separate"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "runner.separate"]

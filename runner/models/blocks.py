@@ -73,6 +73,13 @@ class SeparationHeads(nn.Module):
         self.output = output
         self.head_1 = nn.Conv2d(in_channels, image_channels, 1)
         self.head_2 = nn.Conv2d(in_channels, image_channels, 1)
+        if output == "consistent":
+            # Near-zero heads start an untrained model at the Average baseline. Not exactly zero:
+            # with both outputs equal, the two assignments of the PIT loss tie and their
+            # gradients cancel, a saddle that training would never leave.
+            for head in (self.head_1, self.head_2):
+                head.weight.data.mul_(0.01)
+                nn.init.zeros_(head.bias)
 
     def forward(self, mixture, features_1, features_2) -> tuple[torch.Tensor, torch.Tensor]:
         h1, h2 = self.head_1(features_1), self.head_2(features_2)

@@ -1,0 +1,77 @@
+"""The whole path a user walks, for real at tiny sizes: tune (Ray) -> export (ONNX) -> separate (no torch)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.results import find_checkpoints
+
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], env=None, timeout=600) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(BIN / command[0]), *command[1:]], capture_output=True, text=True, env=env, timeout=timeout)
+    assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory) -> Path:
+    """A real two-trial Ray Tune + Optuna search of a tiny U-Net space on the shared CIFAR-10 subset."""
+    from tests.conftest import SHARED_CIFAR, TINY_SPACE
+
+    if not (SHARED_CIFAR / "data_batch_1").is_file():
+        pytest.skip(f"the shared CIFAR-10 subset is not at {SHARED_CIFAR}")
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "tiny.yaml").write_text(TINY_SPACE)
+    run(["runner", "tune", "--space", str(root / "tiny.yaml"), "--data-dir", str(SHARED_CIFAR),
+         "--samples", "2", "--max-epochs", "2", "--name", "e2e", "--results", str(root / "R")])
+    return root
+
+
+def test_tune_runs_every_trial_and_keeps_the_study(tuned):
+    import optuna
+
+    experiment = tuned / "R" / "e2e"
+    checkpoints = find_checkpoints(experiment)
+    assert len({c.trial for c in checkpoints}) == 2
+    assert all(c.metrics["val_baseline_psnr"] > 0 for c in checkpoints)
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{experiment / 'study.db'}")
+    assert len(study.trials) == 2
+
+
+def test_export_and_separate_without_torch_beat_the_average(tuned, training_packages_blocked):
+    from tests.conftest import SHARED_CIFAR
+
+    run(["runner", "export", "--best", "--experiment", "e2e", "--results", str(tuned / "R"), "-o", str(tuned / "E")])
+    assert sorted(p.suffix for p in (tuned / "E").iterdir()) == [".json", ".onnx"]
+    sidecar = json.loads(next((tuned / "E").glob("*.json")).read_text())
+    assert sidecar["channels"] == 3 and sidecar["experiment"] == "e2e" and len(sidecar["sha256"]) == 64
+
+    run(["runner", "mixtures", "--data-dir", str(SHARED_CIFAR), "--count", "40", "-o", str(tuned / "P")])
+    run(["separate", str(tuned / "P" / "mixtures"), "-o", str(tuned / "O"), "--models-dir", str(tuned / "E")],
+        env=training_packages_blocked)
+    assert len(list((tuned / "O").glob("*_1.png"))) == len(list((tuned / "O").glob("*_2.png"))) == 40
+    run(["runner", "score", "--pairs", str(tuned / "P"), "--outputs", str(tuned / "O"), "--json", str(tuned / "score.json")])
+    score = json.loads((tuned / "score.json").read_text())
+    assert score["pairs"] == 40 and score["pit_psnr"] > score["baseline_psnr"]
+
+
+def test_runner_train_makes_an_experiment_export_understands(cifar_dir, tmp_path):
+    config = tmp_path / "one.yaml"
+    config.write_text(
+        "data: {dataset: cifar10, val_images: 100, val_pairs: 100}\n"
+        "model: {family: ae, widths: [4, 8], bottleneck: 16, latent_dim: 32}\n"
+        "train: {epochs: 2, batch_size: 32, epoch_pairs: 128}\n"
+    )
+    run(["runner", "train", "--config", str(config), "--data-dir", str(cifar_dir), "--name", "one", "--results", str(tmp_path / "R")])
+    run(["runner", "export", "--best", "--experiment", "one", "--results", str(tmp_path / "R"), "-o", str(tmp_path / "E")])
+    sidecar = json.loads((tmp_path / "E" / "one-ae.json").read_text())
+    assert sidecar["dynamic_spatial"] is False and sidecar["image_size"] == [32, 32]
+    history = (tmp_path / "R" / "one" / "trial_0" / "result.json").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1, 2]
