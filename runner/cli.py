@@ -14,6 +14,8 @@ from pathlib import Path
 from runner.errors import RunnerError
 
 TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib")
+# Flags that shape a search; a resumed search keeps the ones it was started with.
+SEARCH_FLAGS = ("samples", "max_epochs", "name", "cpus_per_trial", "gpus_per_trial", "max_failures")
 INSTALL_LINE = 'pip install "separation-runner[train]"   (from a checkout: pip install ".[train]")'
 
 
@@ -64,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export an experiment's best checkpoint to ONNX")
     export.add_argument("--best", action="store_true", help="export the best trial by validation PIT-PSNR (the default)")
     export.add_argument("--experiment", help="experiment name (default: the latest)")
-    export.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
+    export.add_argument("--results", type=_results_dir, default=Path("results"), help="results directory (default results/)")
     export.add_argument("-o", "--output", type=Path, default=Path("export"), help="output directory (default export/)")
     export.add_argument("--data-dir", help="dataset location for the parity check (default: the experiment's)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export of the same name")
+    export.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                        help="fp32 (default); int8: static quantization, about 2x faster on CPU; fp16: half the file")
     export.set_defaults(handler=_export)
 
     mixtures = commands.add_parser("mixtures", help="write test mixtures and their true sources as PNG files")
@@ -83,27 +87,45 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--outputs", type=Path, required=True, help="directory written by `separate`")
     score.add_argument("--json", type=Path, help="also write the scores as JSON here")
     score.set_defaults(handler=_score)
+
+    report = commands.add_parser("report", help="write report.md and PNG figures of an experiment, print its summary")
+    report.add_argument("--experiment", help="experiment name (default: the latest)")
+    report.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
+    report.add_argument("--data-dir", help="dataset location for the test-pair grid (default: the experiment's)")
+    report.set_defaults(handler=_report)
+
+    analyze = commands.add_parser("analyze", help="analyses from the original study")
+    analyses = analyze.add_subparsers(dest="analysis", required=True)
+    vae_terms = analyses.add_parser("vae-terms", help="2-D VAE latents trained on each loss term; AE vs VAE interpolation")
+    vae_terms.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
+    vae_terms.add_argument("--data-dir", help="dataset location (default: $RUNNER_DATA_DIR, system paths, download cache)")
+    vae_terms.add_argument("--epochs", type=_positive_int, help="epochs of each of the four models (default 5)")
+    vae_terms.add_argument("--train-images", type=_positive_int, help="training images, from the split's start (default 20000)")
+    vae_terms.add_argument("--kl-weight", type=_positive_float, help="KL weight of the VAE trained on both terms (default 5e-3)")
+    vae_terms.add_argument("-o", "--output", type=Path, default=Path("results/vae-terms"), help="output directory (default results/vae-terms)")
+    vae_terms.set_defaults(handler=_analyze_vae_terms)
     return parser
 
 
 def _common_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset location (default: $RUNNER_DATA_DIR, system paths, download cache)")
-    parser.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
+    parser.add_argument("--results", type=_results_dir, default=Path("results"), help="results directory (default results/)")
 
 
 def _tune(args) -> int:
     from runner import tune
-    from runner.report import print_summary
     from runner.results import experiment_dir
     from runner.space import load_space
 
     if args.resume:
+        changed = [f"--{flag.replace('_', '-')}" for flag in SEARCH_FLAGS if getattr(args, flag)]
+        if changed:
+            raise RunnerError(f"--resume continues a search as it was started; drop {', '.join(changed)}")
         directory = experiment_dir(args.results, args.resume)
         request = tune.load_request(directory)
-        if _is_finished(directory, request):
+        if _search_finished(directory, request):
             print(f"experiment {args.resume} has already finished; nothing to resume")
-            print_summary(directory)
-            return 0
+            return _tune_summary(directory, request)
     else:
         space = load_space(args.space)
         settings = space.tune
@@ -121,7 +143,28 @@ def _tune(args) -> int:
         )
         _check_data(space, request.data_dir)
     tune.run(request, address=args.address, resume=bool(args.resume))
-    print_summary(directory)
+    return _tune_summary(directory, request)
+
+
+def _tune_summary(directory: Path, request) -> int:
+    """Print what became of every trial and the best per family; the exit code says if the search ended."""
+    from rich.console import Console
+
+    from runner.outcomes import DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, is_finished, print_outcomes
+    from runner.recovery import trial_outcomes
+    from runner.report import print_summary
+
+    outcomes = trial_outcomes(directory, request.settings.max_epochs)
+    console = Console()
+    print_outcomes(directory, outcomes, console)
+    if any(outcome.status in (FINISHED, STOPPED_EARLY) for outcome in outcomes):
+        print_summary(directory, console)
+    if not is_finished(outcomes, request.settings.samples):
+        print(f"runner: stopped before the search ended; continue it with: "
+              f"runner tune --resume {request.name} --results {request.results}", file=sys.stderr)
+        return 130
+    if all(outcome.status in (ERRORED, DIVERGED) for outcome in outcomes):
+        raise RunnerError(f"every trial of {request.name} failed, the first with: {outcomes[0].reason}")
     return 0
 
 
@@ -148,13 +191,13 @@ def _train(args) -> int:
 
 def _export(args) -> int:
     from runner.export import export_checkpoint
-    from runner.results import best_checkpoint, find_experiment, read_experiment
+    from runner.results import best_checkpoint, find_experiment, stored_data_dir
 
     directory = find_experiment(args.results, args.experiment)
     best = best_checkpoint(directory)
-    stored = read_experiment(directory)
-    data_dir = args.data_dir or stored.get("data_dir") or stored.get("request", {}).get("data_dir")
-    target = export_checkpoint(best, args.output, experiment=directory.name, data_dir=data_dir, overwrite=args.overwrite)
+    data_dir = args.data_dir or stored_data_dir(directory)
+    target = export_checkpoint(best, args.output, experiment=directory.name, data_dir=data_dir, overwrite=args.overwrite,
+                               precision=args.precision)
     print(f"exported {best.trial} (val PIT-PSNR {best.score:.2f} dB) to {target} and {target.with_suffix('.json')}")
     return 0
 
@@ -175,13 +218,34 @@ def _score(args) -> int:
     return 0
 
 
-def _is_finished(directory: Path, request) -> bool:
-    from runner.results import trial_histories
+def _report(args) -> int:
+    from runner.report import print_summary, write_report
+    from runner.results import find_experiment
 
-    histories = trial_histories(directory)
-    return len(histories) >= request.settings.samples and all(
-        rows and rows[-1].get("done") for rows in histories.values()
-    )
+    directory = find_experiment(args.results, args.experiment)
+    report = write_report(directory, data_dir=args.data_dir)
+    print_summary(directory)
+    for note in report.notes:
+        print(f"left out: {note}")
+    print(f"wrote {report.markdown} and {len(report.figures)} figures: {', '.join(p.name for p in report.figures)}")
+    return 0
+
+
+def _analyze_vae_terms(args) -> int:
+    from runner.analysis import VaeTermsSettings, run_vae_terms
+
+    given = {"epochs": args.epochs, "train_images": args.train_images, "kl_weight": args.kl_weight}
+    settings = VaeTermsSettings(**{key: value for key, value in given.items() if value is not None})
+    written = run_vae_terms(args.dataset, args.output, data_dir=args.data_dir, settings=settings, log=print)
+    print(f"wrote {', '.join(str(path) for path in written)}")
+    return 0
+
+
+def _search_finished(directory: Path, request) -> bool:
+    from runner.outcomes import is_finished
+    from runner.recovery import trial_outcomes
+
+    return is_finished(trial_outcomes(directory, request.settings.max_epochs), request.settings.samples)
 
 
 def _check_data(space, data_dir: str | None) -> None:
@@ -196,6 +260,14 @@ def _check_data(space, data_dir: str | None) -> None:
 
 def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
+
+
+def _results_dir(text: str) -> Path:
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text} is a URI; results go to a directory (on a cluster, one every node mounts: see docs/scaling-out.md)"
+        )
+    return Path(text)
 
 
 def _positive_int(text: str) -> int:

@@ -24,6 +24,7 @@ class DataConfig:
     val_images: int = 500             # held out of the training split for validation
     val_pairs: int = 500              # fixed, seeded validation pairs, the same for every trial
     augment: str = "flip"             # none | flip (both sources together) | sources (each on its own)
+    shift: int = 0                    # training only: translate each source on its own by up to N pixels (reflected edges)
 
 
 @dataclass
@@ -34,6 +35,9 @@ class ModelConfig:
     block: str = "plain"              # plain (two convs) | residual
     norm: str = "batch"               # batch | group | none
     output: str = "free"              # free (two sigmoid heads) | consistent (outputs average to the mixture)
+    decoder: str = "separate"         # separate (one decoder per output) | shared (one decoder feeds both heads)
+    tta: bool = False                 # inference: average the separations of the mixture and its mirror image (2x cost)
+    unshuffle: int = 1                # unet: work at 1/N resolution on N*N times the channels (space-to-depth); 1 = off
     latent_dim: int = 256             # ae/vae: size of the dense latent
 
 
@@ -44,7 +48,7 @@ class TrainConfig:
     epochs: int = 10                  # upper bound; a wall-clock budget may end training sooner
     epoch_pairs: int | None = None    # pairs per epoch; None: one per training image
     loss: str = "pit"                 # pit (permutation-invariant) | fixed (head 1 <- a; reproduces the collapse)
-    recon: str = "mse"                # mse | l1
+    recon: str = "mse"                # mse | l1 | psnr (mean of per-image PSNRs, the metric itself)
     kl_weight: float = 1e-3           # vae only: weight of the KL term
     schedule: str = "constant"        # constant | cosine | onecycle
     weight_decay: float = 0.0         # AdamW decoupled weight decay
@@ -53,6 +57,8 @@ class TrainConfig:
     minutes: float | None = None      # wall-clock budget; ends with a final evaluation and checkpoint
     threads: int | None = None        # torch CPU threads; None: torch's default
     compile: bool = False             # torch.compile the model (GPU runs mostly)
+    precision: str = "auto"           # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 (autocast on CPU too) | fp32
+    channels_last: bool | None = None # channels-last memory format; None: on GPU only
 
 
 @dataclass
@@ -82,8 +88,10 @@ CHOICES = {
     ("model", "block"): ("plain", "residual"),
     ("model", "norm"): ("batch", "group", "none"),
     ("model", "output"): ("free", "consistent"),
+    ("model", "decoder"): ("separate", "shared"),
+    ("train", "precision"): ("auto", "bf16", "fp32"),
     ("train", "loss"): ("pit", "fixed"),
-    ("train", "recon"): ("mse", "l1"),
+    ("train", "recon"): ("mse", "l1", "psnr"),
     ("train", "schedule"): ("constant", "cosine", "onecycle"),
 }
 

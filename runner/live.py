@@ -43,6 +43,13 @@ class LiveView(Callback):
             self.live.update(self._table())
             self.live.stop()
 
+    def get_state(self) -> dict[str, Any]:
+        """Saved with Ray Tune's experiment state, so a resumed search shows its earlier trials too."""
+        return {"rows": self.rows, "baseline": self.baseline}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rows, self.baseline = state["rows"], state["baseline"]
+
     def _update(self, trial, **values) -> None:
         row = self.rows.setdefault(trial.trial_id, {"family": _family(trial.config), "best": None})
         row.update({k: v for k, v in values.items() if v is not None})

@@ -15,7 +15,15 @@ RECONSTRUCTION = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
 def per_image_error(prediction: torch.Tensor, target: torch.Tensor, recon: str) -> torch.Tensor:
-    """Mean error of each image in the batch, shape [N]."""
+    """Mean error of each image in the batch, shape [N].
+
+    `psnr` is the negated PSNR of each image (10 log10 of its MSE), so the loss is the
+    metric itself: a mean of PSNRs weighs every pair alike, where a mean of MSEs is
+    dominated by the hardest pairs.
+    """
+    if recon == "psnr":
+        mse = F.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
+        return 10 * torch.log10(mse + 1e-8)
     return RECONSTRUCTION[recon](prediction, target, reduction="none").flatten(1).mean(dim=1)
 
 

@@ -90,9 +90,10 @@ def make_mixtures(images: torch.Tensor, pairs: torch.Tensor):
 class PairSampler:
     """Draws fresh random pairs each epoch and yields augmented (mixture, a, b) batches."""
 
-    def __init__(self, images: torch.Tensor, augment: str, seed: int):
+    def __init__(self, images: torch.Tensor, augment: str, seed: int, shift: int = 0):
         self.images = images
         self.augment = augment
+        self.shift = shift
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
 
     def epoch(self, pair_count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -105,6 +106,8 @@ class PairSampler:
                 source_a, source_b = _flip_where(source_a, flip), _flip_where(source_b, flip)
             elif self.augment == "sources":
                 source_a, source_b = self._augment_source(source_a), self._augment_source(source_b)
+            if self.shift:
+                source_a, source_b = self._translate(source_a), self._translate(source_b)
             yield (source_a + source_b) / 2, source_a, source_b
 
     def _coin(self, count: int) -> torch.Tensor:
@@ -120,6 +123,17 @@ class PairSampler:
         scale = 1 + 0.2 * (torch.rand(count, 1, 1, 1, generator=self.generator, device=images.device) - 0.5)
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return ((images - mean) * scale + mean).clamp_(0, 1)
+
+
+    def _translate(self, images: torch.Tensor) -> torch.Tensor:
+        """Each image moved by its own random offset of up to `shift` pixels, edges reflected."""
+        count, channels, height, width = images.shape
+        padded = torch.nn.functional.pad(images, [self.shift] * 4, mode="reflect")
+        offsets = torch.randint(0, 2 * self.shift + 1, (2, count, 1), generator=self.generator, device=images.device)
+        rows = offsets[0] + torch.arange(height, device=images.device)
+        columns = offsets[1] + torch.arange(width, device=images.device)
+        padded = padded.gather(2, rows[:, None, :, None].expand(count, channels, height, padded.shape[-1]))
+        return padded.gather(3, columns[:, None, None, :].expand(count, channels, height, width))
 
 
 def _flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

@@ -1,28 +1,62 @@
-"""Tables (rich) of what an experiment found: the best trial per family beside the Average baseline."""
+"""What an experiment found: the summary table (rich) and `report.md` with its figures.
+
+`runner report` writes into the experiment directory:
+
+    report.md           the summary table, the figures, and a note for any figure left out
+    curves.png          validation PIT-PSNR per epoch of every trial, coloured by family
+    best.png            the best trial per family against the Average baseline
+    separations.png     test mixtures, their true pair and the best checkpoint's two outputs
+    history.png         Optuna's optimisation history (searches only)
+    importances.png     Optuna's parameter importances (searches only)
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from runner.results import best_per_family
+from runner.errors import RunnerError
+from runner.results import (
+    STUDY_FILE, CheckpointInfo, best_checkpoint, best_per_family, family_label, find_checkpoints,
+    read_experiment, stored_data_dir, trial_histories,
+)
+
+REPORT_FILE = "report.md"
+GRID_PAIRS = 6          # rows of the separations grid
+COLUMNS = ("family", "trial", "hyper-parameters", "PIT-PSNR", "PIT-SSIM", "Average", "gain")
+NUMERIC = {"PIT-PSNR", "PIT-SSIM", "Average", "gain"}
+
+
+@dataclass
+class Report:
+    markdown: Path
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # figures left out, and why
+
+
+def summary_rows(best: dict[str, CheckpointInfo]) -> list[list[str]]:
+    rows = []
+    for family, checkpoint in best.items():
+        m = checkpoint.metrics
+        rows.append([
+            family, checkpoint.trial, describe(checkpoint.config),
+            f"{m['val_pit_psnr']:.2f} dB", f"{m['val_pit_ssim']:.3f}",
+            f"{m['val_baseline_psnr']:.2f} dB / {m['val_baseline_ssim']:.3f}",
+            f"{m['val_pit_psnr'] - m['val_baseline_psnr']:+.2f} dB",
+        ])
+    return rows
 
 
 def summary_table(directory: Path) -> Table:
     table = Table(title=f"{directory.name}: best trial per family, validation pairs")
-    for column in ("family", "trial", "hyper-parameters", "PIT-PSNR", "PIT-SSIM", "Average", "gain"):
-        table.add_column(column, justify="right" if column in ("PIT-PSNR", "PIT-SSIM", "Average", "gain") else "left")
-    for family, best in best_per_family(directory).items():
-        m = best.metrics
-        table.add_row(
-            family, best.trial, describe(best.config),
-            f"{m['val_pit_psnr']:.2f} dB", f"{m['val_pit_ssim']:.3f}",
-            f"{m['val_baseline_psnr']:.2f} dB / {m['val_baseline_ssim']:.3f}",
-            f"{m['val_pit_psnr'] - m['val_baseline_psnr']:+.2f} dB",
-        )
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
+    for row in summary_rows(best_per_family(directory)):
+        table.add_row(*row)
     return table
 
 
@@ -44,3 +78,103 @@ def print_summary(directory: Path, console: Console | None = None) -> None:
     console.print(summary_table(directory))
     for family, best in best_per_family(directory).items():
         console.print(f"best {family} checkpoint: {best.path}", soft_wrap=True)
+
+
+def write_report(directory: Path, data_dir: str | None = None) -> Report:
+    """Write report.md and its figures into `directory`; `data_dir` defaults to the experiment's."""
+    from runner import figures
+
+    overall = best_checkpoint(directory)   # a one-line error when no trial has a checkpoint yet
+    best = best_per_family(directory)
+    stored = read_experiment(directory)
+    report = Report(directory / REPORT_FILE)
+    lines = [f"# {directory.name}", "", _introduction(stored, best), "",
+             "## Best trial per family (validation pairs)", "", *_markdown_table(summary_rows(best)), ""]
+
+    def add_figure(title: str, path: Path, caption: str) -> None:
+        report.figures.append(path)
+        lines.extend([f"## {title}", "", caption, "", f"![{title}]({path.name})", ""])
+
+    def add_note(title: str, reason: str) -> None:
+        report.notes.append(f"{title}: {reason}")
+        lines.extend([f"## {title}", "", f"_Not drawn: {reason}_", ""])
+
+    histories = trial_histories(directory)
+    add_figure("Validation PIT-PSNR per epoch",
+               figures.learning_curves(histories, trial_labels(directory, histories), directory / "curves.png"),
+               "Every trial, coloured by family; the dashed line is the Average baseline (both outputs = the mixture).")
+    add_figure("Best trial per family against the Average baseline",
+               figures.best_against_baseline(best, directory / "best.png"),
+               "Validation PIT-PSNR and PIT-SSIM of each family's best checkpoint, beside the baseline on the same pairs.")
+
+    title = "Test mixtures separated by the best model"
+    try:
+        from runner.gallery import separate_test_pairs
+
+        separations = separate_test_pairs(overall.path, data_dir or stored_data_dir(directory), GRID_PAIRS)
+    except RunnerError as error:
+        add_note(title, f"{error} (pass --data-dir)")
+    else:
+        add_figure(title, figures.separation_grid(
+            separations, f"{overall.trial} ({family_label(overall.config)}), test pairs", directory / "separations.png"),
+            f"Checkpoint `{overall.path.relative_to(directory)}`. Each row: the mixture, its true pair, and the two "
+            "outputs in the order that matches (a, b); at the left the pair's PIT-PSNR and the Average baseline's.")
+
+    study, missing = load_study(directory, stored)
+    if study is None:
+        add_note("Optuna optimisation history and parameter importances", missing)
+    else:
+        add_figure("Optuna optimisation history",
+                   figures.optimisation_history(study, overall.metrics["val_baseline_psnr"], directory / "history.png"),
+                   "Each trial's final validation PIT-PSNR in the order Optuna proposed them, with the best so far.")
+        title = "Optuna parameter importances"
+        try:
+            add_figure(title, figures.parameter_importances(study, directory / "importances.png"),
+                       "How much of the variation in validation PIT-PSNR each searched parameter explains (fANOVA).")
+        except (ValueError, RuntimeError) as error:
+            add_note(title, f"Optuna cannot rank the parameters of this study ({error})")
+    report.markdown.write_text("\n".join(lines))
+    return report
+
+
+def trial_labels(directory: Path, histories: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """trial -> family label, from its checkpoints (the full configuration) or else its results."""
+    labels = {checkpoint.trial: family_label(checkpoint.config) for checkpoint in find_checkpoints(directory)}
+    for trial, rows in histories.items():
+        if trial not in labels and rows and "config" in rows[0]:
+            from runner.config import TrialConfig
+
+            labels[trial] = family_label(TrialConfig.from_dict(rows[0]["config"]["trial"]).to_dict())
+    return labels
+
+
+def load_study(directory: Path, stored: dict[str, Any]):
+    """(the experiment's Optuna study, None) or (None, why there is none)."""
+    if stored.get("kind") != "tune":
+        return None, ("this experiment was made by `runner train`: one configuration and no Optuna study, "
+                      "so there is no optimisation history or parameter importance")
+    if not (directory / STUDY_FILE).is_file():
+        return None, f"the search left no {STUDY_FILE} in {directory}"
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = stored.get("request", {}).get("name", directory.name)
+    try:
+        return optuna.load_study(study_name=name, storage=f"sqlite:///{directory / STUDY_FILE}"), None
+    except KeyError:
+        return None, f"{STUDY_FILE} holds no study named {name}"
+
+
+def _introduction(stored: dict[str, Any], best: dict[str, CheckpointInfo]) -> str:
+    datasets = sorted({checkpoint.config.get("data", {}).get("dataset", "?") for checkpoint in best.values()})
+    source = stored.get("request", {}).get("space_file") or stored.get("config_file") or "?"
+    command = "runner tune" if stored.get("kind") == "tune" else "runner train"
+    return (f"Made by `{command}` from `{source}` on {', '.join(datasets)}. Scores are on the fixed "
+            "validation pairs unless a section says otherwise; every score stands beside the Average "
+            "baseline, which returns the mixture as both outputs.")
+
+
+def _markdown_table(rows: list[list[str]]) -> list[str]:
+    header = f"| {' | '.join(COLUMNS)} |"
+    rule = "|" + "|".join("---:" if column in NUMERIC else "---" for column in COLUMNS) + "|"
+    return [header, rule, *(f"| {' | '.join(row)} |" for row in rows)]

@@ -35,6 +35,10 @@ class TuneSettings:
     max_epochs: int = 10             # epochs of the longest trial (ASHA's max_t)
     grace_period: int = 1            # epochs every trial gets before ASHA may stop it
     reduction_factor: int = 2        # ASHA keeps the best 1/reduction_factor at each rung
+    # The first trials, fixed by hand: each point maps Optuna's parameter names ("train.loss",
+    # "vae.train.kl_weight") to values, and the sampler fills in what a point leaves out. This
+    # is how a small search is sure to try given values (TPE may draw one value twice).
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -142,6 +146,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        # The parser notices some mistakes lines later (an unclosed bracket at the next key):
+        # name the line where the construct it was reading began too.
+        context, start = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and start and mark and start.line != mark.line:
+            problem += f" ({context} that begins on line {start.line + 1})"
         raise RunnerError(f"malformed YAML in {path}{where}: {problem}") from None
     if raw is None:
         raise RunnerError(f"{path} is empty; it needs at least a model section")
@@ -160,14 +169,28 @@ def _tune_settings(raw: Any, path: Path) -> TuneSettings:
     for key, value in raw.items():
         if key not in known:
             raise RunnerError(f"unknown key '{key}' in {path}: tune; valid keys: {', '.join(known)}")
-        if not isinstance(value, int) or value < 1:
+        if key == "points_to_evaluate":
+            if not isinstance(value, list) or not all(isinstance(point, dict) for point in value):
+                raise RunnerError(
+                    f"tune.points_to_evaluate in {path} must be a list of mappings, e.g. [{{train.loss: fixed}}]"
+                )
+        elif not isinstance(value, int) or value < 1:
             raise RunnerError(f"tune.{key} in {path} must be a positive integer, got {value!r}")
     return TuneSettings(**raw)
+
+
+def searched_parameters(space: SearchSpace) -> dict[str, Any]:
+    """Optuna's parameter name -> distribution, for every parameter `suggest` samples."""
+    names = {f"{section}.{key}": spec for section, keys in space.params.items() for key, spec in keys.items()}
+    for family, sections in space.families.items():
+        names.update({f"{family}.{section}.{key}": spec for section, keys in sections.items() for key, spec in keys.items()})
+    return {name: spec for name, spec in names.items() if _is_distribution(spec)}
 
 
 def _validate(space: SearchSpace) -> None:
     for where, spec in _all_specs(space):
         _check_spec(spec, where, space.path)
+    _check_points(space)
     families = CHOICES[("model", "family")]
     for family in space.families:
         if family not in families:
@@ -201,6 +224,28 @@ def _all_specs(space: SearchSpace):
         for section, keys in sections.items():
             for key, spec in _mapping(keys, f"families.{family}.{section}").items():
                 yield f"families.{family}.{section}.{key}", spec
+
+
+def _check_points(space: SearchSpace) -> None:
+    searched = searched_parameters(space)
+    for number, point in enumerate(space.tune.points_to_evaluate, start=1):
+        where = f"tune.points_to_evaluate point {number} in {space.path}"
+        for name, value in point.items():
+            if name not in searched:
+                raise RunnerError(f"{where}: '{name}' is not a searched parameter; searched: {', '.join(searched) or 'none'}")
+            if not _allows(searched[name], value):
+                raise RunnerError(f"{where}: {name} = {value!r} is outside its distribution {searched[name]}")
+
+
+def _allows(spec: dict[str, Any], value: Any) -> bool:
+    kind, bounds = next(iter(spec.items()))
+    if kind == "choice":
+        return value in bounds
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if kind in ("int", "logint") and not isinstance(value, int):
+        return False
+    return bounds[0] <= value <= bounds[1]
 
 
 def _check_spec(spec: Any, where: str, path: Path) -> None:

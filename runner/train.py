@@ -52,11 +52,13 @@ def fit(
     device = choose_device(device)
     data = data or load_pair_data(config.data, data_dir, device)
     model = build_model(config.model, data.channels, data.image_size).to(device)
-    if device.type == "cuda":
+    channels_last = train.channels_last if train.channels_last is not None else device.type == "cuda"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     ema = _make_ema(model, train.ema)
-    sampler = PairSampler(data.train, config.data.augment, train.seed)
+    sampler = PairSampler(data.train, config.data.augment, train.seed, config.data.shift)
     start_epoch, elapsed = 0, 0.0
     if resume is not None:
         start_epoch, elapsed = _restore(resume, model, optimizer, ema, sampler)
@@ -74,7 +76,7 @@ def fit(
             progress = max((epoch * steps_per_epoch + steps) / (train.epochs * steps_per_epoch), clock.fraction)
             for group in optimizer.param_groups:
                 group["lr"] = train.lr * lr_factor(train.schedule, progress)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 outputs = forward_train(mixture)
                 loss = total_loss(
                     outputs, source_a, source_b,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +22,8 @@ from runner.config import TrialConfig
 from runner.errors import RunnerError
 from runner.results import METRIC, STUDY_FILE, experiment_dir, read_experiment, write_experiment
 from runner.space import SearchSpace, TuneSettings, load_space
+
+SPACE_COPY = "space.yaml"   # the search space, copied into the experiment for --resume
 
 
 @dataclass
@@ -64,10 +67,17 @@ def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -
 
 
 def run(request: TuneRequest, address: str | None = None, resume: bool = False):
-    """Run (or resume) a search; returns Ray Tune's ResultGrid."""
-    _ray_environment()
+    """Run a search, or continue a stopped one (`resume`); returns Ray Tune's ResultGrid.
+
+    A resumed search keeps its finished and errored trials as they are (an errored trial
+    already had its --max-failures retries) and continues the unfinished ones from their
+    last checkpoints. One stopped before Ray Tune's first snapshot starts over.
+    """
+    ray_environment()
     import ray
     from ray import tune
+
+    from runner.recovery import has_saved_state
 
     directory = experiment_dir(request.results, request.name)
     space = load_space(request.space_file)
@@ -80,11 +90,13 @@ def run(request: TuneRequest, address: str | None = None, resume: bool = False):
     from runner.live import LiveView
 
     view = LiveView(request.settings.samples)
-    if resume:
-        tuner = tune.Tuner.restore(str(directory), trainable, resume_unfinished=True, resume_errored=True)
+    if resume and has_saved_state(directory):
+        # The live view and the searcher come back from the saved state with the rest.
+        tuner = tune.Tuner.restore(str(directory), trainable, resume_unfinished=True, resume_errored=False)
     else:
-        write_experiment(directory, {"kind": "tune", "started": time.time(), "request": asdict(request)})
-        shutil.copyfile(request.space_file, directory / "space.yaml")
+        if not resume:
+            write_experiment(directory, {"kind": "tune", "started": time.time(), "request": asdict(request)})
+            shutil.copyfile(request.space_file, directory / SPACE_COPY)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -106,8 +118,6 @@ def run(request: TuneRequest, address: str | None = None, resume: bool = False):
                 verbose=0,
             ),
         )
-    if resume:
-        tuner._local_tuner._run_config.callbacks = [view]  # noqa: SLF001 - restored run configs drop callbacks
     return tuner.fit()
 
 
@@ -117,21 +127,59 @@ def trial_name(trial) -> str:
 
 
 def start_ray(address: str | None) -> None:
-    """Connect to a cluster at `address`, or start a private local Ray with token auth on."""
+    """Connect to a cluster at `address`, or start a private local Ray: token auth on, no dashboard.
+
+    Ray still runs a minimal dashboard process for its own bookkeeping; it listens on
+    127.0.0.1 only.
+    """
     import ray
 
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        _check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, dashboard_host="127.0.0.1", logging_level="WARNING", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as error:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise RunnerError(f"cannot start or reach {where}: {_first_line(error)}; {_RAY_HINT}") from None
 
 
-def _ray_environment() -> None:
+_RAY_HINT = ("check that `ray start --head` runs there and that RAY_AUTH_TOKEN_PATH (or ~/.ray/auth_token) "
+             "holds the cluster's token")
+CONNECT_TIMEOUT_S = 10
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a wrong host:port: Ray's own connect retries for many minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto" or a ray:// URI: Ray resolves those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise RunnerError(f"nothing answers at --address {address} ({error.strerror or error}); {_RAY_HINT}") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def ray_environment() -> None:
     """Settings Ray reads when it is first imported, so they are set before that."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # A trial's error shows as one line in the live view and the summary; the traceback
+    # stays in the trial's error.txt instead of filling the terminal.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's own console reporter would print beside the rich live view; verbose=0 alone
+    # does not silence its newer output engine.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Trials read data and write checkpoints by absolute path; keep their working directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
@@ -162,16 +210,17 @@ def _concurrency(cluster: dict[str, float], resources: dict[str, float], samples
 
 def _searcher(space: SearchSpace, request: TuneRequest, directory: Path):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+    from runner.recovery import ResumableOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(
+    return ResumableOptunaSearch(
         space=space.define_by_run(),
         metric=METRIC,
         mode="max",
         sampler=optuna.samplers.TPESampler(seed=request.seed),
         study_name=request.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{directory / STUDY_FILE}"),
+        points_to_evaluate=request.settings.points_to_evaluate or None,
     )
 
 
@@ -201,4 +250,6 @@ def load_request(directory: Path) -> TuneRequest:
         raise RunnerError(f"{directory.name} was not made by `runner tune`; only searches can be resumed")
     request = dict(stored["request"])
     request["settings"] = TuneSettings(**request["settings"])
+    if (directory / SPACE_COPY).is_file():  # the original may have moved since
+        request["space_file"] = str(directory / SPACE_COPY)
     return TuneRequest(**request)

@@ -56,3 +56,10 @@ def test_pit_scores_take_the_better_assignment_and_beat_the_baseline():
     assert (baseline["pit_psnr"] < forward["pit_psnr"]).all()
     mixture = (a + b) / 2
     assert torch.equal(separation_scores(mixture, mixture, a, b)["pit_psnr"], baseline["pit_psnr"])
+
+
+def test_psnr_loss_is_the_negated_pit_psnr_of_the_outputs():
+    a, b = sources()
+    output_1, output_2 = (a + 0.1 * b).clamp(0, 1), (b + 0.05 * a).clamp(0, 1)
+    loss = separation_loss(output_2, output_1, a, b, recon="psnr")
+    torch.testing.assert_close(loss, -separation_scores(output_1, output_2, a, b)["pit_psnr"].mean(), atol=1e-3, rtol=0)

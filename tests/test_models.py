@@ -51,3 +51,37 @@ def test_blocks_and_norms(block, norm):
     config = ModelConfig(family="unet", widths=[8, 16], bottleneck=32, block=block, norm=norm)
     output_1, _ = build_model(config, 3, (16, 16))(torch.rand(2, 3, 16, 16))
     assert torch.isfinite(output_1).all()
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_shared_decoder_feeds_both_heads_with_fewer_parameters(family):
+    config = dict(family=family, widths=[4, 8], bottleneck=16, latent_dim=8, output="consistent")
+    separate, shared = (build_model(ModelConfig(**config, decoder=kind), 3, (16, 16)) for kind in ("separate", "shared"))
+    assert sum(p.numel() for p in shared.parameters()) < sum(p.numel() for p in separate.parameters())
+    output_1, output_2, _ = shared.forward_train(torch.rand(2, 3, 16, 16))
+    assert not torch.equal(output_1, output_2)
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+@pytest.mark.parametrize("output", ["free", "consistent"])
+def test_mirror_averaging_is_symmetric_and_keeps_consistency(family, output):
+    config = ModelConfig(family=family, widths=[4, 8], bottleneck=16, latent_dim=8, output=output, tta=True)
+    model = build_model(config, 3, (16, 16)).eval()
+    mixture = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        direct, mirrored = model(mixture), model(mixture.flip(-1))
+    # The mirror image's separation is the mirrored separation, up to which output is which.
+    pairs = [(direct[0], mirrored[0].flip(-1)), (direct[0], mirrored[1].flip(-1))]
+    assert any(torch.allclose(x, y, atol=1e-5) for x, y in pairs)
+    if output == "consistent":
+        torch.testing.assert_close((direct[0] + direct[1]) / 2, mixture)
+
+
+def test_space_to_depth_unet_runs_at_half_resolution_and_keeps_the_contract():
+    config = ModelConfig(family="unet", widths=[8, 16], bottleneck=16, output="consistent", unshuffle=2)
+    model = build_model(config, 3, (16, 16))
+    assert model.size_multiple == 8 and model.encoder.levels[0].body[0].in_channels == 12
+    mixture = torch.rand(2, 3, 24, 40)
+    output_1, output_2 = model(mixture)
+    assert output_1.shape == output_2.shape == mixture.shape
+    torch.testing.assert_close((output_1 + output_2) / 2, mixture)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, features
 
 from runner.separate import main
-from test_separate import make_model
+from tests.test_separate import make_model
 
 SEED = 20240611
 FILES_PER_RUN = 40

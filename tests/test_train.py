@@ -67,3 +67,21 @@ def test_schedules():
     assert lr_factor("constant", 0.7) == 1.0
     assert lr_factor("cosine", 0.0) == 1.0 and lr_factor("cosine", 1.0) < 1e-9
     assert lr_factor("onecycle", 0.0) < lr_factor("onecycle", 0.1) == 1.0
+
+
+def test_cpu_levers_train_bf16_channels_last_shared_decoder_and_shifts(cifar_dir):
+    config = tiny_config(epochs=1, precision="bf16", channels_last=True, recon="psnr")
+    config.model.decoder, config.data.augment, config.data.shift = "shared", "sources", 2
+    final = fit(config, data_dir=cifar_dir)
+    assert final["val_pit_psnr"] > final["val_baseline_psnr"]
+
+
+def test_shifts_move_each_source_on_its_own():
+    from runner.pairs import PairSampler
+
+    images = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).remainder(251).to(torch.uint8).view(4, 3, 8, 8)
+    moved = PairSampler(images, "none", 0, shift=2)._translate(images.float())
+    assert moved.shape == images.shape
+    assert not torch.equal(moved, images.float())
+    # Every output row is a row of the reflected padding of the input: pixels move, none are invented.
+    assert set(moved.unique().tolist()) <= set(images.float().unique().tolist())

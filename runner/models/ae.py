@@ -7,7 +7,7 @@ from torch import nn
 
 from runner.config import ModelConfig
 from runner.errors import RunnerError
-from runner.models.blocks import SeparationHeads
+from runner.models.blocks import SeparationHeads, flip_ensemble
 from runner.models.unet import Decoder, Encoder
 
 
@@ -33,8 +33,9 @@ class AutoencoderSeparator(nn.Module):
         self.to_latent = self.latent_layer(flat, config.latent_dim)
         self.from_latent = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.ReLU(inplace=True))
         self.decoder_1 = Decoder(config, use_skips=False)
-        self.decoder_2 = Decoder(config, use_skips=False)
+        self.decoder_2 = Decoder(config, use_skips=False) if config.decoder == "separate" else None
         self.heads = SeparationHeads(config.widths[0], channels, config.output)
+        self.tta = config.tta
 
     def latent_layer(self, flat: int, latent_dim: int) -> nn.Module:
         return nn.Linear(flat, latent_dim)
@@ -45,13 +46,18 @@ class AutoencoderSeparator(nn.Module):
 
     def decode(self, mixture: torch.Tensor, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bottom = self.from_latent(latent).view(-1, *self.bottom_shape)
-        return self.heads(mixture, self.decoder_1(bottom), self.decoder_2(bottom))
+        features_1 = self.decoder_1(bottom)
+        features_2 = features_1 if self.decoder_2 is None else self.decoder_2(bottom)
+        return self.heads(mixture, features_1, features_2)
 
     def forward(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return flip_ensemble(self.separate, mixture) if self.tta else self.separate(mixture)
+
+    def separate(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decode(mixture, self.encode(mixture))
 
     def forward_train(self, mixture: torch.Tensor):
-        return (*self(mixture), None)
+        return (*self.separate(mixture), None)
 
 
 def build_ae(config: ModelConfig, channels: int, image_size: tuple[int, int]) -> AutoencoderSeparator:

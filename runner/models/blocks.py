@@ -87,3 +87,22 @@ class SeparationHeads(nn.Module):
             half_difference = (h1 - h2) / 2
             return mixture + half_difference, mixture - half_difference
         return torch.sigmoid(h1), torch.sigmoid(h2)
+
+
+def flip_ensemble(separate, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of `separate` on the mixture and on its mirror image (mirrored back).
+
+    Which output holds which source is arbitrary (the loss is permutation-invariant), so
+    each mirrored pair is matched to the direct pair, per image, by the assignment with the
+    smaller difference before the two are averaged. Means of mixture-consistent pairs stay
+    consistent. One batched pass of twice the size; traceable for ONNX.
+    """
+    count = mixture.shape[0]
+    output_1, output_2 = separate(torch.cat([mixture, mixture.flip(-1)]))
+    direct_1, direct_2 = output_1[:count], output_2[:count]
+    mirror_1, mirror_2 = output_1[count:].flip(-1), output_2[count:].flip(-1)
+    same = ((direct_1 - mirror_1).pow(2) + (direct_2 - mirror_2).pow(2)).flatten(1).sum(1)
+    crossed = ((direct_1 - mirror_2).pow(2) + (direct_2 - mirror_1).pow(2)).flatten(1).sum(1)
+    swap = (crossed < same)[:, None, None, None]
+    mirror_1, mirror_2 = torch.where(swap, mirror_2, mirror_1), torch.where(swap, mirror_1, mirror_2)
+    return (direct_1 + mirror_1) / 2, (direct_2 + mirror_2) / 2

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from runner.config import ModelConfig
-from runner.models.blocks import SeparationHeads, make_block
+from runner.models.blocks import SeparationHeads, flip_ensemble, make_block
 
 
 class Encoder(nn.Module):
@@ -56,20 +57,36 @@ class Decoder(nn.Module):
 class UNetSeparator(nn.Module):
     def __init__(self, config: ModelConfig, channels: int):
         super().__init__()
-        self.size_multiple = 2 ** len(config.widths)
+        self.unshuffle = config.unshuffle
+        self.size_multiple = self.unshuffle * 2 ** len(config.widths)
         self.dynamic_spatial = True
-        self.encoder = Encoder(channels, config)
+        # Space-to-depth: each N x N block of pixels becomes N*N channels of one position, a
+        # lossless rearrangement that lets every level run at 1/N the resolution (cheaper on CPU).
+        inner_channels = channels * self.unshuffle**2
+        self.encoder = Encoder(inner_channels, config)
         self.decoder_1 = Decoder(config, use_skips=True)
-        self.decoder_2 = Decoder(config, use_skips=True)
-        self.heads = SeparationHeads(config.widths[0], channels, config.output)
+        # A shared decoder feeds both heads: half the decoding cost, the heads still differ.
+        self.decoder_2 = Decoder(config, use_skips=True) if config.decoder == "separate" else None
+        self.heads = SeparationHeads(config.widths[0], inner_channels, config.output)
+        self.tta = config.tta
 
     def forward(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return flip_ensemble(self.separate, mixture) if self.tta else self.separate(mixture)
+
+    def separate(self, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.unshuffle > 1:
+            mixture = F.pixel_unshuffle(mixture, self.unshuffle)
         skips, bottom = self.encoder(mixture)
-        return self.heads(mixture, self.decoder_1(bottom, skips), self.decoder_2(bottom, skips))
+        features_1 = self.decoder_1(bottom, skips)
+        features_2 = features_1 if self.decoder_2 is None else self.decoder_2(bottom, skips)
+        outputs = self.heads(mixture, features_1, features_2)
+        if self.unshuffle > 1:
+            outputs = tuple(F.pixel_shuffle(output, self.unshuffle) for output in outputs)
+        return outputs
 
     def forward_train(self, mixture: torch.Tensor):
-        """Outputs plus the model's own loss term (none for a U-Net)."""
-        return (*self(mixture), None)
+        """Outputs plus the model's own loss term (none for a U-Net); never mirror-averaged."""
+        return (*self.separate(mixture), None)
 
 
 def build_unet(config: ModelConfig, channels: int, image_size: tuple[int, int]) -> UNetSeparator:

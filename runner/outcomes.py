@@ -1,0 +1,64 @@
+"""What became of every trial of a search, one row each: the summary a search ends with.
+
+A trial ends one of five ways: it ran all its epochs (finished), ASHA stopped it after
+fewer (stopped early), its loss became NaN or infinite (diverged), anything else went
+wrong inside it (errored), or the driver stopped before it ended (unfinished, for
+`runner tune --resume`). Errored and diverged trials carry their reason as one line.
+`runner.recovery` reads these from Ray Tune's saved experiment state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, UNFINISHED = "finished", "stopped early", "diverged", "errored", "unfinished"
+STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, UNFINISHED)
+ENDED = frozenset(STATUSES) - {UNFINISHED}
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    trial: str                  # the trial directory's name
+    family: str
+    status: str                 # one of STATUSES
+    epochs: int                 # epochs reported
+    best_score: float | None    # best validation PIT-PSNR of any epoch
+    retries: int = 0            # failures Ray Tune retried from the last checkpoint (--max-failures)
+    reason: str = ""            # why it diverged or errored, one line
+
+
+def is_finished(outcomes: list[TrialOutcome], samples: int) -> bool:
+    """Every trial of the search was started and has ended, one way or another."""
+    return len(outcomes) >= samples and all(outcome.status in ENDED for outcome in outcomes)
+
+
+def counts_line(outcomes: list[TrialOutcome]) -> str:
+    """e.g. '4 trials: 2 finished, 1 stopped early, 1 diverged'."""
+    counts = Counter(outcome.status for outcome in outcomes)
+    parts = [f"{counts[status]} {status}" for status in STATUSES if counts[status]]
+    return f"{len(outcomes)} trial{'s' if len(outcomes) != 1 else ''}: {', '.join(parts) or 'none started'}"
+
+
+def outcome_table(name: str, outcomes: list[TrialOutcome]) -> Table:
+    table = Table(title=f"{name}: {counts_line(outcomes)}")
+    for column in ("trial", "family", "status", "epochs", "best PIT-PSNR", "retries"):
+        table.add_column(column, justify="right" if column in ("epochs", "best PIT-PSNR", "retries") else "left")
+    for outcome in outcomes:
+        score = f"{outcome.best_score:.2f} dB" if outcome.best_score is not None else ""
+        table.add_row(outcome.trial, outcome.family, outcome.status, str(outcome.epochs), score, str(outcome.retries or ""))
+    return table
+
+
+def print_outcomes(directory: Path, outcomes: list[TrialOutcome], console: Console) -> None:
+    """The table, then one line per diverged or errored trial saying why."""
+    console.print(outcome_table(directory.name, outcomes))
+    failed = [outcome for outcome in outcomes if outcome.reason]
+    for outcome in failed:
+        console.print(f"{outcome.trial} {outcome.status}: {outcome.reason}", soft_wrap=True, highlight=False)
+    if failed:
+        console.print(f"(the tracebacks are in {directory}/<trial>/error.txt)", soft_wrap=True, highlight=False)

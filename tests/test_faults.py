@@ -1,0 +1,122 @@
+"""Faults inside trials, caused for real: a learning rate that makes the loss NaN, a config
+value that fails inside the trial, a trial process killed mid-run. Each faulty trial is
+reported with its reason and the search goes on; `--max-failures` retries a killed trial
+from its last checkpoint; a search whose every trial failed ends in one error line.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from runner.results import STUDY_FILE
+from tests.ray_processes import (
+    MarkedProcesses, assert_one_error_line, first_reported_checkpoint, run_runner, start_runner, wait_for,
+)
+
+BASE = """\
+data:
+  dataset: cifar10
+  val_images: {val_images}
+  val_pairs: 100
+model:
+  family: unet
+  widths: [4, 8]
+  bottleneck: 16
+train:
+  lr: {lr}
+  batch_size: 32
+  epoch_pairs: 256
+"""
+TOO_MANY_VAL_IMAGES = 100_000   # more than the CIFAR-10 subset has: fails when the trial loads its data
+NAN_LR = "1.0e+20"              # Adam steps of 1e20 overflow the activations: the loss becomes NaN in epoch 1
+
+FAULTY = """\
+# runner tune --space faulty.yaml: one trial trains, one diverges, one fails on its data
+tune:
+  samples: 3
+  max_epochs: 2
+  grace_period: 2
+  points_to_evaluate:
+    - {{data.val_images: 100, train.lr: 1.0e-3}}
+    - {{data.val_images: 100, train.lr: {nan_lr}}}
+    - {{data.val_images: {too_many}, train.lr: 1.0e-3}}
+""".format(nan_lr=NAN_LR, too_many=TOO_MANY_VAL_IMAGES) + BASE.format(
+    val_images=f"{{choice: [100, {TOO_MANY_VAL_IMAGES}]}}", lr=f"{{choice: [1.0e-3, {NAN_LR}]}}"
+)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    marked = MarkedProcesses(tmp_path)
+    yield marked
+    marked.stop_all()
+
+
+def write_space(tmp_path, text: str):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_diverged_and_errored_trials_are_reported_and_the_search_goes_on(tmp_path, cifar_dir, processes):
+    space = write_space(tmp_path, FAULTY)
+
+    run = run_runner(processes, "tune", "--space", space, "--name", "faulty", "--results", tmp_path / "R",
+                     "--data-dir", cifar_dir)
+
+    assert run.code == 0, run.err
+    assert "faulty: 3 trials: 1 finished, 1 diverged, 1 errored" in run.out
+    assert "diverged: loss became nan in epoch 1; lower train.lr" in run.out
+    assert f"errored: cifar10 has 5085 training images, too few to hold out {TOO_MANY_VAL_IMAGES}" in run.out
+    assert "Traceback" not in run.out + run.err
+    study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{tmp_path / 'R' / 'faulty' / STUDY_FILE}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+
+
+@pytest.mark.timeout(600)
+def test_every_trial_failing_is_one_error_line_and_there_is_nothing_to_export(tmp_path, cifar_dir, processes):
+    space = write_space(tmp_path, BASE.format(val_images=TOO_MANY_VAL_IMAGES, lr="{loguniform: [1.0e-3, 5.0e-3]}"))
+
+    run = run_runner(processes, "tune", "--space", space, "--samples", 1, "--max-epochs", 1, "--name", "doomed",
+                     "--results", tmp_path / "R", "--data-dir", cifar_dir)
+
+    assert_one_error_line(run, "every trial of doomed failed", f"too few to hold out {TOO_MANY_VAL_IMAGES}")
+    export = run_runner(processes, "export", "--experiment", "doomed", "--results", tmp_path / "R", "-o", tmp_path / "E")
+    assert_one_error_line(export, "doomed has no finished trial with a checkpoint", "--resume doomed")
+    assert not (tmp_path / "E").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_max_failures_retries_a_killed_trial_from_its_last_checkpoint(tmp_path, cifar_dir, processes):
+    space = write_space(tmp_path, "tune:\n  grace_period: 3\n" + BASE.format(val_images=100, lr="{loguniform: [1.0e-3, 5.0e-3]}"))
+    experiment = tmp_path / "R" / "retried"
+    driver = start_runner(processes, tmp_path, "tune", "--space", space, "--samples", 2, "--max-epochs", 3,
+                          "--max-failures", 1, "--name", "retried", "--results", tmp_path / "R", "--data-dir", cifar_dir)
+    wait_for(lambda: first_reported_checkpoint(experiment) is not None, 600, "the first checkpoint", driver)
+    checkpointed = first_reported_checkpoint(experiment).name
+
+    for worker in processes.trial_workers():
+        worker.send_signal(signal.SIGKILL)
+    code = driver.wait(timeout=600)
+
+    out = (tmp_path / "driver.out").read_text()
+    assert code == 0, out + (tmp_path / "driver.err").read_text()
+    assert "retried: 2 trials: 2 finished" in out
+    rows = [json.loads(line) for line in (experiment / checkpointed / "result.json").open()]
+    assert rows[-1]["epoch"] == 3
+    assert any(row["epoch"] > row["iterations_since_restore"] for row in rows), "the retry started from scratch"
+    assert retries(experiment)[checkpointed] >= 1
+
+
+def retries(experiment) -> dict[str, int]:
+    from ray.tune import ExperimentAnalysis
+
+    return {t.storage.trial_dir_name: t.num_failures for t in ExperimentAnalysis(str(experiment)).trials}

@@ -1,0 +1,194 @@
+"""`runner tune --resume`: a search whose driver was stopped (SIGINT) or killed (SIGKILL)
+continues to every trial finished, its Optuna study holding each trial exactly once.
+
+The end-to-end tests run `runner tune` as a real process on a real local Ray, stop it
+after the first checkpoint, and resume it. The searcher test plays the one race those
+runs cannot aim at: a driver killed after the study moved on but before Ray Tune's next
+snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.ray_processes import (
+    MarkedProcesses, assert_one_error_line, first_reported_checkpoint, run_runner, start_runner, wait_for,
+)
+from runner.results import METRIC, STUDY_FILE
+
+SAMPLES, EPOCHS = 4, 3
+SPACE = """\
+# runner tune --space resume.yaml --samples 4 --max-epochs 3 (test-sized)
+tune:
+  grace_period: 3        # no early stopping: every trial runs all its epochs
+data:
+  dataset: cifar10
+  val_images: 100
+  val_pairs: 100
+model:
+  family: unet
+  widths: [4, 8]
+  bottleneck: 16
+train:
+  lr: {loguniform: [1.0e-3, 5.0e-3]}
+  batch_size: 32
+  epoch_pairs: 256
+"""
+
+
+@pytest.fixture
+def processes(tmp_path):
+    marked = MarkedProcesses(tmp_path)
+    yield marked
+    marked.stop_all()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_stopped_search_resumes_to_every_trial_finished_once(tmp_path, cifar_dir, processes, stop):
+    space, results = tmp_path / "resume.yaml", tmp_path / "results"
+    space.write_text(SPACE)
+    experiment = results / "exp"
+    driver = start_runner(processes, tmp_path, "tune", "--space", space, "--samples", SAMPLES, "--max-epochs", EPOCHS,
+                          "--name", "exp", "--results", results, "--data-dir", cifar_dir)
+    wait_for(lambda: first_reported_checkpoint(experiment) is not None, 600, "the first checkpoint", driver)
+    checkpointed = first_reported_checkpoint(experiment).name
+
+    driver.send_signal(stop)  # the driver only, as `kill` would; its Ray goes down with it
+    code = driver.wait(timeout=180)
+
+    if stop == signal.SIGINT:
+        assert code == 130
+        assert "runner tune --resume exp" in (tmp_path / "driver.err").read_text()
+    else:
+        assert code == -signal.SIGKILL
+    resumed = run_runner(processes, "tune", "--resume", "exp", "--results", results)
+
+    assert resumed.code == 0, resumed.err
+    assert f"exp: {SAMPLES} trials: {SAMPLES} finished" in resumed.out
+    assert_every_trial_finished_once(experiment)
+    if stop == signal.SIGINT:
+        # Ray Tune's last snapshot had this trial's checkpoint: it went on from there.
+        assert restored_from_checkpoint(experiment / checkpointed / "result.json")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_resuming_a_finished_search_says_so_and_changes_nothing(tmp_path, cifar_dir, processes):
+    space, results = tmp_path / "resume.yaml", tmp_path / "results"
+    space.write_text(SPACE.replace("grace_period: 3", "grace_period: 1"))
+    finished = run_runner(processes, "tune", "--space", space, "--samples", 2, "--max-epochs", 1,
+                          "--name", "done", "--results", results, "--data-dir", cifar_dir)
+    assert finished.code == 0, finished.err
+    before = snapshot(results)
+
+    again = run_runner(processes, "tune", "--resume", "done", "--results", results)
+
+    assert again.code == 0, again.err
+    assert "experiment done has already finished; nothing to resume" in again.out
+    assert "done: 2 trials: 2 finished" in again.out
+    assert snapshot(results) == before
+
+
+def test_resume_refuses_flags_that_would_change_the_search(tmp_path, processes):
+    run = run_runner(processes, "tune", "--resume", "exp", "--samples", 8, "--max-failures", 2, "--results", tmp_path)
+
+    assert_one_error_line(run, "--resume continues a search as it was started; drop --samples, --max-failures")
+
+
+def test_resuming_an_unknown_experiment_is_one_line(tmp_path, processes):
+    run = run_runner(processes, "tune", "--resume", "nope", "--results", tmp_path)
+
+    assert_one_error_line(run, "nope", "experiment.json")
+
+
+# ---- the searcher across a driver killed between two snapshots -----------------------
+
+
+def define_by_run(trial):
+    trial.suggest_float("train.lr", 1e-4, 1e-2, log=True)
+
+
+def searcher(tmp_path):
+    from runner.recovery import ResumableOptunaSearch
+
+    return ResumableOptunaSearch(
+        space=define_by_run, metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=0),
+        study_name="exp", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / STUDY_FILE}"),
+    )
+
+
+def result(score: float, epoch: int) -> dict:
+    return {METRIC: score, "training_iteration": epoch}
+
+
+def test_study_holds_each_trial_once_when_the_driver_died_between_snapshots(tmp_path):
+    first = searcher(tmp_path)
+    first.suggest("a")
+    first.suggest("b")
+    first.save(str(tmp_path / "snapshot.pkl"))         # Ray Tune's last snapshot: a and b running
+    first.on_trial_complete("a", result(10.0, 3))       # then the study moves on: a is told,
+    asked_after_snapshot = first.suggest("c")           # and c is asked for; then SIGKILL
+
+    second = searcher(tmp_path)
+    second.restore(str(tmp_path / "snapshot.pkl"))
+    second.on_trial_result("a", result(10.0, 3))        # Tune re-runs a's last epoch from its checkpoint
+    second.on_trial_complete("a", result(10.0, 3))
+    assert second.suggest("d") == asked_after_snapshot  # the new trial takes up c's place in the study
+    second.on_trial_complete("b", result(11.0, 3))
+    second.on_trial_complete("d", result(12.0, 3))
+
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path / STUDY_FILE}")
+    assert [(t.number, t.state, t.value) for t in study.trials] == [
+        (0, TrialState.COMPLETE, 10.0), (1, TrialState.COMPLETE, 11.0), (2, TrialState.COMPLETE, 12.0),
+    ]
+
+
+def test_plain_optuna_search_would_leave_the_study_wrong(tmp_path):
+    """What ResumableOptunaSearch is for: Ray's OptunaSearch fails the same story."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    first = searcher(tmp_path)
+    first.suggest("a")
+    first.save(str(tmp_path / "snapshot.pkl"))
+    first.on_trial_complete("a", result(10.0, 3))
+
+    plain = OptunaSearch(space=define_by_run, metric=METRIC, mode="max",
+                         study_name="exp", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / STUDY_FILE}"))
+    plain.restore(str(tmp_path / "snapshot.pkl"))
+    with pytest.raises(RuntimeError, match="finished"):
+        OptunaSearch.on_trial_result(plain, "a", result(10.0, 3))
+
+
+# ---- reading what is on disk ------------------------------------------------------------
+
+
+def assert_every_trial_finished_once(experiment) -> None:
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(experiment)).trials
+    assert len(trials) == SAMPLES
+    assert {trial.status for trial in trials} == {"TERMINATED"}
+    study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / STUDY_FILE}")
+    assert len(study.trials) == SAMPLES
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    for trial in trials:
+        rows = [json.loads(line) for line in (experiment / trial.storage.trial_dir_name / "result.json").open()]
+        assert rows[-1]["epoch"] == EPOCHS
+
+
+def restored_from_checkpoint(result_file) -> bool:
+    """A row whose epoch count is ahead of its iterations since (re)start continued a checkpoint."""
+    rows = [json.loads(line) for line in result_file.open()]
+    return any(row["epoch"] > row["iterations_since_restore"] for row in rows)
+
+
+def snapshot(directory) -> dict[str, tuple[int, int]]:
+    return {str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(directory.rglob("*")) if path.is_file()}
