@@ -1,6 +1,6 @@
 """The same fixed trials three ways: `runner tune`, plain Optuna, a plain sequential loop.
 
-    python benchmarks/tune_overhead.py [--json PATH] [--trials 2] [--epochs 4] [--trial-seconds 140]
+    python benchmarks/tune_overhead.py [--json PATH] [--trials 2] [--epochs 4] [--trial-seconds 165]
 
 Every trial is the same configuration (a small U-Net on CIFAR-10, fixed learning rate,
 fixed epochs), so the three ways do the same work:
@@ -49,8 +49,8 @@ def parse_args(argv=None):
     parser.add_argument("--trials", type=int, default=2, help="trials per way (default 2: one round of 2 at once)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per trial (default 4)")
     parser.add_argument("--epoch-pairs", type=int, help="training pairs per epoch (default: sized by --trial-seconds)")
-    parser.add_argument("--trial-seconds", type=float, default=140,
-                        help="aim for 1-thread trials of this many seconds when --epoch-pairs is not given (default 140)")
+    parser.add_argument("--trial-seconds", type=float, default=165,
+                        help="aim for 1-thread trials of this many seconds when --epoch-pairs is not given (default 165)")
     parser.add_argument("--base-width", type=int, default=16, help="U-Net width of the first level (default 16)")
     parser.add_argument("--depth", type=int, default=2, help="U-Net levels (default 2)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="runner tune's CPU share per trial (default 1)")

@@ -265,7 +265,7 @@ def _absolute(path: str | None) -> str | None:
 def _results_dir(text: str) -> Path:
     if "://" in text:
         raise argparse.ArgumentTypeError(
-            f"{text} is a URI; results go to a directory (on a cluster, one every node mounts: see docs/scaling-out.md)"
+            f"{text} is a URI; results go to a directory (on a cluster, one every node mounts: see 'Scaling out' in the README)"
         )
     return Path(text)
 
