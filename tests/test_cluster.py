@@ -29,8 +29,8 @@ SPACE = """\
 # runner tune --space node-loss.yaml --address HOST:PORT --max-failures 2 (test-sized)
 tune:
   samples: 2
-  max_epochs: 3
-  grace_period: 3
+  max_epochs: 4
+  grace_period: 4
 data:
   dataset: cifar10
   val_images: 100
@@ -42,7 +42,9 @@ model:
 train:
   lr: {loguniform: [1.0e-3, 5.0e-3]}
   batch_size: 32
-  epoch_pairs: 256
+  # Epochs of a few seconds each: the worker node must still be running its trial when the
+  # test kills it, after the first checkpoint has reached the driver.
+  epoch_pairs: 4096
 """
 RAY = Path(sys.executable).parent / "ray"
 
@@ -132,5 +134,5 @@ def assert_trial_retried_from_checkpoint(experiment: Path, trial_dir: str) -> No
     assert {t.status for t in trials.values()} == {"TERMINATED"}
     assert trials[trial_dir].num_failures >= 1
     rows = [json.loads(line) for line in (experiment / trial_dir / "result.json").open()]
-    assert rows[-1]["epoch"] == 3
+    assert rows[-1]["epoch"] == 4
     assert any(row["epoch"] > row["iterations_since_restore"] for row in rows), "the retry started from scratch"
