@@ -17,6 +17,7 @@ machine: another process on the same cores takes steps away from every entry.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time

@@ -9,9 +9,9 @@ user would write: the same model, batch size and optimizer, the same PIT loss wr
 inline, on mixtures already made in memory.
 
 Both run in this process, interleaved: after each of fit's epochs, inside its report
-callback (which fit's timing leaves out), the bare loop runs as many steps. A project
-epoch is timed from the end of the previous callback to the start of its evaluation, so
-validation and checkpoint state are not counted; the first epoch of each only warms up.
+callback, the bare loop runs as many steps. A project epoch's time is fit's own
+`train_seconds` (its training steps, pair sampling included; validation and checkpoint
+state are not counted); the first epoch of each only warms up.
 On a CUDA machine the same comparison also runs on the GPU (data on the device as uint8,
 bf16 autocast, channels_last; `--compile` adds torch.compile), with the bare loop given the
 same settings.
@@ -77,50 +77,34 @@ def trial_config(args, compiled: bool):
 
 
 def measure(args, data_dir, device: str, compiled: bool) -> dict:
-    import torch
-
     from runner import train
 
     config = trial_config(args, compiled)
     bare = BareLoop(config, data_dir, device, compiled)
-    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    marks: list[tuple[str, float]] = []  # ("eval", start) and ("report_end", time), in order
+    project_times: list[float] = []
     bare_times: list[float] = []
 
-    class TimedEvaluator(train.Evaluator):
-        def __call__(self, model):
-            synchronize()
-            marks.append(("eval", time.perf_counter()))
-            return super().__call__(model)
-
     def report(metrics, state):
-        bare_times.append(bare.epoch())  # the first call is the bare loop's warm-up
-        marks.append(("report_end", time.perf_counter()))
+        project_times.append(metrics["train_seconds"])  # fit's own timing of its training steps
+        bare_times.append(bare.epoch())
 
-    original = train.Evaluator
-    train.Evaluator = TimedEvaluator  # fit looks the name up when it starts; the evaluation itself is unchanged
-    try:
-        train.fit(config, report, data_dir=str(data_dir), device=device)
-    finally:
-        train.Evaluator = original
-    evals = [t for kind, t in marks if kind == "eval"]
-    report_ends = [t for kind, t in marks if kind == "report_end"]
-    project_times = [start - previous_end for start, previous_end in zip(evals[1:], report_ends)]
+    train.fit(config, report, data_dir=str(data_dir), device=device)
     steps = max(1, config.train.epoch_pairs // config.train.batch_size)
     pairs = steps * config.train.batch_size
-    project = [pairs / t for t in project_times]
+    # The first epoch of each only warms up.
+    project = [pairs / t for t in project_times[1:]]
     bare_rates = [pairs / t for t in bare_times[1:]]
     return {
         "device": device,
         "compiled": compiled,
         "bf16_autocast": device == "cuda",
         "channels_last": device == "cuda",
-        "timed_epochs": len(project_times),
+        "timed_epochs": len(project),
         "pairs_per_epoch": pairs,
         "project_pairs_per_s": median(project),
         "bare_pairs_per_s": median(bare_rates),
         "project_vs_bare": median(project) / median(bare_rates),
-        "project_epoch_s": project_times,
+        "project_epoch_s": project_times[1:],
         "bare_epoch_s": bare_times[1:],
     }
 

@@ -124,7 +124,6 @@ class PairSampler:
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return ((images - mean) * scale + mean).clamp_(0, 1)
 
-
     def _translate(self, images: torch.Tensor) -> torch.Tensor:
         """Each image moved by its own random offset of up to `shift` pixels, edges reflected."""
         count, channels, height, width = images.shape

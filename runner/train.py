@@ -71,6 +71,7 @@ def fit(
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, train.epochs):
         model.train()
+        epoch_start = time.perf_counter()
         loss_sum, steps = torch.zeros((), device=device), 0
         for mixture, source_a, source_b in sampler.epoch(steps_per_epoch * train.batch_size, train.batch_size):
             progress = max((epoch * steps_per_epoch + steps) / (train.epochs * steps_per_epoch), clock.fraction)
@@ -91,11 +92,13 @@ def fit(
             steps += 1
             if clock.out_of_time:
                 break
-        train_loss = loss_sum.item() / max(steps, 1)
+        train_loss = loss_sum.item() / max(steps, 1)  # waits for the device, so the time below is complete
+        train_seconds = time.perf_counter() - epoch_start
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"loss became {train_loss} in epoch {epoch + 1}; lower train.lr")
         evaluated = ema.module if ema is not None else model
-        metrics = {"epoch": epoch + 1, "train_loss": train_loss, **evaluator(evaluated)}
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_seconds": train_seconds,
+                   "train_pairs": steps * train.batch_size, **evaluator(evaluated)}
         if report is not None:
             report(metrics, _state(config, data, epoch + 1, metrics, evaluated, model, optimizer, ema, sampler, clock))
         if clock.out_of_time:

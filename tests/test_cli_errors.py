@@ -7,7 +7,6 @@ would run code and an ONNX file tampered with after export.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

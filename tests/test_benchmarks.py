@@ -1,0 +1,49 @@
+"""The speed benchmarks run end to end from a checkout at smoke sizes and write the JSON keys
+the README quotes. Their figures are measured by running them, never asserted here."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(name: str, tmp_path: Path, cifar_dir: Path, *flags: str) -> dict:
+    output = tmp_path / f"{name}.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--data-dir", str(cifar_dir), "--json", str(output), *flags],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| ---" in result.stdout, "a markdown table on stdout"
+    return json.loads(output.read_text())
+
+
+def assert_positive_ratios(report: dict, *keys: str) -> None:
+    for key in keys:
+        assert math.isfinite(report[key]) and report[key] > 0, key
+
+
+def test_inference_compares_separate_with_torch(tmp_path, cifar_dir):
+    report = run_benchmark("inference", tmp_path, cifar_dir, "--epochs", "1", "--train-pairs", "256", "--pairs", "32",
+                           "--rounds", "1", "--cold-runs", "1", "--files", "8", "--precisions", "int8")
+    assert_positive_ratios(report, "ort_vs_torch_batch1", "cold_start_vs_import_torch", "int8_vs_fp32_batch1")
+    assert report["pit_psnr"]["onnxruntime fp32"] == pytest.approx(report["pit_psnr"]["torch"], abs=0.01)
+
+
+def test_train_throughput_compares_fit_with_a_bare_loop(tmp_path, cifar_dir):
+    report = run_benchmark("train_throughput", tmp_path, cifar_dir, "--epochs", "3", "--epoch-pairs", "256")
+    assert_positive_ratios(report, "project_vs_bare", "project_pairs_per_s", "bare_pairs_per_s")
+    assert report["runs"][0]["timed_epochs"] == 2
+
+
+@pytest.mark.slow
+def test_tune_overhead_runs_all_three_ways(tmp_path, cifar_dir):
+    report = run_benchmark("tune_overhead", tmp_path, cifar_dir, "--epochs", "1", "--epoch-pairs", "256")
+    assert_positive_ratios(report, "tune_overhead", "tune_vs_sequential")
