@@ -88,9 +88,8 @@ def measure(args, data_dir, device: str, compiled: bool) -> dict:
         project_times.append(metrics["train_seconds"])  # fit's own timing of its training steps
         bare_times.append(bare.epoch())
 
-    train.fit(config, report, data_dir=str(data_dir), device=device)
-    steps = max(1, config.train.epoch_pairs // config.train.batch_size)
-    pairs = steps * config.train.batch_size
+    last = train.fit(config, report, data_dir=str(data_dir), device=device)
+    pairs = last["train_pairs"]  # the same in every epoch, and in the bare loop's
     # The first epoch of each only warms up.
     project = [pairs / t for t in project_times[1:]]
     bare_rates = [pairs / t for t in bare_times[1:]]

@@ -41,6 +41,16 @@ train:
 
 
 @pytest.fixture
+def processes(tmp_path):
+    """Starts `runner` and Ray as real processes; stops every one it started, and no other."""
+    from tests.ray_processes import MarkedProcesses
+
+    marked = MarkedProcesses(tmp_path)
+    yield marked
+    marked.stop_all()
+
+
+@pytest.fixture
 def tiny_space(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_SPACE)

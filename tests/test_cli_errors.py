@@ -20,24 +20,10 @@ from PIL import Image
 
 from runner.sidecar import read_sidecar, sidecar_path, write_sidecar
 from tests.ray_processes import REPO, MarkedProcesses, Run, assert_one_error_line, run_runner
+from tests.tiny_spaces import tiny_trial
 
 SEPARATE = Path(sys.executable).parent / "separate"
-TINY = """\
-# runner {command} (test-sized)
-data:
-  dataset: cifar10
-  val_images: 100
-  val_pairs: 100
-model:
-  family: unet
-  widths: [4, 8]
-  bottleneck: 16
-train:
-  lr: {lr}
-  batch_size: 32
-  epoch_pairs: 256
-"""
-SEARCH = TINY.format(command="tune --space bad.yaml", lr="{loguniform: [1.0e-3, 5.0e-3]}")
+SEARCH = "# runner tune --space bad.yaml (test-sized)\n" + tiny_trial()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +41,7 @@ def exported(tmp_path_factory, processes) -> Path:
     if not (SHARED_CIFAR / "data_batch_1").is_file():
         pytest.skip(f"the shared CIFAR-10 subset is not at {SHARED_CIFAR}")
     root = tmp_path_factory.mktemp("exported")
-    (root / "tiny.yaml").write_text(TINY.format(command="train --config tiny.yaml", lr="2.0e-3"))
+    (root / "tiny.yaml").write_text("# runner train --config tiny.yaml (test-sized)\n" + tiny_trial(lr="2.0e-3"))
     for command in (("train", "--config", root / "tiny.yaml", "--max-epochs", 1, "--name", "trained"),
                     ("export", "--experiment", "trained", "-o", root / "export")):
         done = run_runner(processes, *command, "--results", root / "results",

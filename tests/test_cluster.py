@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from runner.results import STUDY_FILE
 from tests.ray_processes import MarkedProcesses, wait_for
+from tests.tiny_spaces import tiny_trial
 
 SPACE = """\
 # runner tune --space node-loss.yaml --address HOST:PORT --max-failures 2 (test-sized)
@@ -31,21 +32,7 @@ tune:
   samples: 2
   max_epochs: 4
   grace_period: 4
-data:
-  dataset: cifar10
-  val_images: 100
-  val_pairs: 100
-model:
-  family: unet
-  widths: [4, 8]
-  bottleneck: 16
-train:
-  lr: {loguniform: [1.0e-3, 5.0e-3]}
-  batch_size: 32
-  # Epochs of a few seconds each: the worker node must still be running its trial when the
-  # test kills it, after the first checkpoint has reached the driver.
-  epoch_pairs: 4096
-"""
+""" + tiny_trial(epoch_pairs=4096)  # epochs of a few seconds: the killed node is still training
 RAY = Path(sys.executable).parent / "ray"
 
 

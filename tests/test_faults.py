@@ -15,23 +15,10 @@ from optuna.trial import TrialState
 
 from runner.results import STUDY_FILE
 from tests.ray_processes import (
-    MarkedProcesses, assert_one_error_line, first_reported_checkpoint, run_runner, start_runner, wait_for,
+    assert_one_error_line, first_reported_checkpoint, run_runner, start_runner, wait_for,
 )
+from tests.tiny_spaces import tiny_trial
 
-BASE = """\
-data:
-  dataset: cifar10
-  val_images: {val_images}
-  val_pairs: 100
-model:
-  family: unet
-  widths: [4, 8]
-  bottleneck: 16
-train:
-  lr: {lr}
-  batch_size: 32
-  epoch_pairs: 256
-"""
 TOO_MANY_VAL_IMAGES = 100_000   # more than the CIFAR-10 subset has: fails when the trial loads its data
 NAN_LR = "1.0e+20"              # Adam steps of 1e20 overflow the activations: the loss becomes NaN in epoch 1
 
@@ -45,16 +32,9 @@ tune:
     - {{data.val_images: 100, train.lr: 1.0e-3}}
     - {{data.val_images: 100, train.lr: {nan_lr}}}
     - {{data.val_images: {too_many}, train.lr: 1.0e-3}}
-""".format(nan_lr=NAN_LR, too_many=TOO_MANY_VAL_IMAGES) + BASE.format(
+""".format(nan_lr=NAN_LR, too_many=TOO_MANY_VAL_IMAGES) + tiny_trial(
     val_images=f"{{choice: [100, {TOO_MANY_VAL_IMAGES}]}}", lr=f"{{choice: [1.0e-3, {NAN_LR}]}}"
 )
-
-
-@pytest.fixture
-def processes(tmp_path):
-    marked = MarkedProcesses(tmp_path)
-    yield marked
-    marked.stop_all()
 
 
 def write_space(tmp_path, text: str):
@@ -82,7 +62,7 @@ def test_diverged_and_errored_trials_are_reported_and_the_search_goes_on(tmp_pat
 
 @pytest.mark.timeout(600)
 def test_every_trial_failing_is_one_error_line_and_there_is_nothing_to_export(tmp_path, cifar_dir, processes):
-    space = write_space(tmp_path, BASE.format(val_images=TOO_MANY_VAL_IMAGES, lr="{loguniform: [1.0e-3, 5.0e-3]}"))
+    space = write_space(tmp_path, tiny_trial(val_images=TOO_MANY_VAL_IMAGES))
 
     run = run_runner(processes, "tune", "--space", space, "--samples", 1, "--max-epochs", 1, "--name", "doomed",
                      "--results", tmp_path / "R", "--data-dir", cifar_dir)
@@ -96,7 +76,7 @@ def test_every_trial_failing_is_one_error_line_and_there_is_nothing_to_export(tm
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_max_failures_retries_a_killed_trial_from_its_last_checkpoint(tmp_path, cifar_dir, processes):
-    space = write_space(tmp_path, "tune:\n  grace_period: 3\n" + BASE.format(val_images=100, lr="{loguniform: [1.0e-3, 5.0e-3]}"))
+    space = write_space(tmp_path, "tune:\n  grace_period: 3\n" + tiny_trial())
     experiment = tmp_path / "R" / "retried"
     driver = start_runner(processes, tmp_path, "tune", "--space", space, "--samples", 2, "--max-epochs", 3,
                           "--max-failures", 1, "--name", "retried", "--results", tmp_path / "R", "--data-dir", cifar_dir)

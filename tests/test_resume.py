@@ -17,8 +17,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.ray_processes import (
-    MarkedProcesses, assert_one_error_line, first_reported_checkpoint, run_runner, start_runner, wait_for,
+    assert_one_error_line, first_reported_checkpoint, run_runner, start_runner, wait_for,
 )
+from tests.tiny_spaces import tiny_trial
 from runner.results import METRIC, STUDY_FILE
 
 SAMPLES, EPOCHS = 4, 3
@@ -26,26 +27,7 @@ SPACE = """\
 # runner tune --space resume.yaml --samples 4 --max-epochs 3 (test-sized)
 tune:
   grace_period: 3        # no early stopping: every trial runs all its epochs
-data:
-  dataset: cifar10
-  val_images: 100
-  val_pairs: 100
-model:
-  family: unet
-  widths: [4, 8]
-  bottleneck: 16
-train:
-  lr: {loguniform: [1.0e-3, 5.0e-3]}
-  batch_size: 32
-  epoch_pairs: 256
-"""
-
-
-@pytest.fixture
-def processes(tmp_path):
-    marked = MarkedProcesses(tmp_path)
-    yield marked
-    marked.stop_all()
+""" + tiny_trial()
 
 
 @pytest.mark.slow
