@@ -41,6 +41,7 @@ FOLDER_TEST_PERCENT = 10      # share of a folder without train/ and test/ that 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 DOWNLOAD_TIMEOUT_S = 30       # per network operation, not for the whole file
 DATA_DIR_ENV = "RUNNER_DATA_DIR"
+CORRUPT_DETAIL_CHARS = 120    # of a parser's message quoted in a corrupt-file error
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -261,8 +262,12 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 def _corrupt(path: Path, problem: object) -> RunnerError:
+    # A parser's message may quote the file's own bytes: keep it to one printable line.
+    detail = "".join(c if c.isprintable() else "?" for c in " ".join(str(problem).split()))
+    if len(detail) > CORRUPT_DETAIL_CHARS:
+        detail = detail[:CORRUPT_DETAIL_CHARS] + "..."
     return RunnerError(
-        f"{path} is corrupt ({problem}); delete it to re-download, or replace it with a good copy"
+        f"{path} is corrupt ({detail}); delete it to re-download, or replace it with a good copy"
     )
 
 
