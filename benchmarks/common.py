@@ -87,6 +87,14 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
+def publish(table: str, report: dict[str, Any], json_path: Path | None) -> None:
+    """The markdown table on stdout; the whole report as JSON too when asked for."""
+    print(table)
+    if json_path:
+        write_json(json_path, report)
+        log(f"JSON: {json_path}")
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
 
-from benchmarks.common import REPO, base_parser, data_dir_or_exit, log, machine, markdown_table, write_json  # noqa: E402
+from benchmarks.common import REPO, base_parser, data_dir_or_exit, log, machine, markdown_table, publish  # noqa: E402
 
 SPACES = REPO / "search_spaces"
 GRID_PAIRS = 6
@@ -109,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if best is not None and args.figure:
         report["figure"] = str(draw(states[best], results[best], args, report))
         log(f"separations of the best entry ({results[best]['label']}): {report['figure']}")
-    print(markdown(report))
-    if args.json:
-        write_json(args.json, report)
-        log(f"JSON: {args.json}")
+    publish(markdown(report), report, args.json)
     return 0
 
 

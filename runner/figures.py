@@ -162,6 +162,21 @@ def interpolation_strip(strips: dict[str, np.ndarray], start: np.ndarray, end: n
     return _save(figure, path)
 
 
+def error_by_band(bands: Sequence[str], model: Sequence[float], baseline: Sequence[float], title: str,
+                  path: Path) -> Path:
+    """Mean squared error in each spatial-frequency band, the model's beside the Average baseline's."""
+    positions = np.arange(len(bands))
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.bar(positions - 0.2, model, 0.4, color="tab:blue", label="model")
+    axes.bar(positions + 0.2, baseline, 0.4, **BASELINE_BAR)
+    axes.set_xticks(positions, bands)
+    axes.set(xlabel="spatial frequency (cycles per image)", ylabel="squared error in the band (pixels in [0, 1])",
+             title=title)
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
 def family_colours(labels) -> dict[str, Any]:
     """The same colour for a family label in every figure of a report."""
     palette = plt.get_cmap("tab10").colors

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from runner.checkpoint import load_checkpoint, rebuild_model
-from runner.metrics import baseline_scores, psnr, separation_scores
+from runner.metrics import align_to_sources, baseline_scores, separation_scores
 from runner.pairing import TEST_PAIRS_SEED, fixed_pairs
 from runner.pairs import load_test_images, make_mixtures
 
@@ -38,10 +38,7 @@ def separate_test_pairs(checkpoint: Path, data_dir: str | None, count: int) -> l
     images = load_test_images(config.data, data_dir)
     pairs = torch.from_numpy(fixed_pairs(len(images), count, TEST_PAIRS_SEED))
     mixture, source_a, source_b = make_mixtures(images, pairs)
-    output_1, output_2 = (output.clamp(0, 1) for output in model(mixture))
-    swap = (psnr(output_1, source_b) + psnr(output_2, source_a) > psnr(output_1, source_a) + psnr(output_2, source_b))
-    swap = swap[:, None, None, None]
-    output_1, output_2 = torch.where(swap, output_2, output_1), torch.where(swap, output_1, output_2)
+    output_1, output_2 = align_to_sources(*model(mixture), source_a, source_b)
     scores = separation_scores(output_1, output_2, source_a, source_b)["pit_psnr"]
     baselines = baseline_scores(source_a, source_b)["pit_psnr"]
     return [

@@ -62,6 +62,14 @@ def separation_scores(output_1, output_2, source_a, source_b) -> dict[str, torch
     }
 
 
+def align_to_sources(output_1, output_2, source_a, source_b) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs clamped to [0, 1] and, pair by pair, ordered by the better assignment: output 1 estimates a."""
+    output_1, output_2 = output_1.clamp(0, 1), output_2.clamp(0, 1)
+    swap = psnr(output_1, source_b) + psnr(output_2, source_a) > psnr(output_1, source_a) + psnr(output_2, source_b)
+    swap = swap[:, None, None, None]
+    return torch.where(swap, output_2, output_1), torch.where(swap, output_1, output_2)
+
+
 def baseline_scores(source_a, source_b) -> dict[str, torch.Tensor]:
     """The Average baseline: both outputs are the mixture."""
     mixture = (source_a + source_b) / 2

@@ -23,6 +23,7 @@ from runner.pairs import PairData, PairSampler, load_pair_data, make_mixtures
 
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
 EVAL_BATCH = 250
+BATCH_NORM_REFRESH_BATCHES = 16   # training batches that set the averaged weights' BatchNorm statistics
 
 
 class TrialDiverged(RuntimeError):
@@ -96,7 +97,10 @@ def fit(
         train_seconds = time.perf_counter() - epoch_start
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"loss became {train_loss} in epoch {epoch + 1}; lower train.lr")
-        evaluated = ema.module if ema is not None else model
+        evaluated = model
+        if ema is not None:
+            evaluated = ema.module
+            refresh_batch_norm(evaluated, data.train, train.batch_size, train.seed)
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_seconds": train_seconds,
                    "train_pairs": steps * train.batch_size, **evaluator(evaluated)}
         if report is not None:
@@ -182,7 +186,23 @@ def _make_ema(model: torch.nn.Module, decay: float):
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    # Parameters only: the averaged weights get BatchNorm statistics of their own (refresh_batch_norm).
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+def refresh_batch_norm(model: torch.nn.Module, images: torch.Tensor, batch_size: int, seed: int) -> None:
+    """Recompute the BatchNorm statistics of averaged weights on training pairs.
+
+    Averaging the live model's running statistics along with its weights gives statistics
+    that do not fit the averaged weights (measured: 0.3 dB lost on the validation pairs);
+    SWA recomputes them the same way (`torch.optim.swa_utils.update_bn`).
+    """
+    if not any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules()):
+        return
+    from torch.optim.swa_utils import update_bn
+
+    batches = PairSampler(images, "none", seed).epoch(BATCH_NORM_REFRESH_BATCHES * batch_size, batch_size)
+    update_bn(batches, model)
 
 
 def _state(config, data, epoch, metrics, evaluated, model, optimizer, ema, sampler, clock) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The speed benchmarks run end to end from a checkout at smoke sizes and write the JSON keys
+"""The speed and error benchmarks run end to end from a checkout at smoke sizes and write the JSON keys
 the README quotes. Their figures are measured by running them, never asserted here."""
 
 from __future__ import annotations
@@ -47,3 +47,21 @@ def test_train_throughput_compares_fit_with_a_bare_loop(tmp_path, cifar_dir):
 def test_tune_overhead_runs_all_three_ways(tmp_path, cifar_dir):
     report = run_benchmark("tune_overhead", tmp_path, cifar_dir, "--epochs", "1", "--epoch-pairs", "256")
     assert_positive_ratios(report, "tune_overhead", "tune_vs_sequential")
+
+
+def test_error_bands_split_the_error_of_a_checkpoint(tmp_path, cifar_dir):
+    from runner.checkpoint import save_checkpoint
+    from runner.train import fit
+    from tests.test_train import tiny_config
+
+    states = []
+    fit(tiny_config(), lambda metrics, state: states.append(state), data_dir=cifar_dir)
+    checkpoint = save_checkpoint(tmp_path / "checkpoint", states[-1])
+
+    report = run_benchmark("error_bands", tmp_path, cifar_dir, "--checkpoint", str(checkpoint), "--test-pairs", "50",
+                           "--figure", str(tmp_path / "bands.png"))
+    for name in ("model", "average"):   # Parseval: the bands partition the spectrum, so they add up to the MSE
+        assert sum(band[name] for band in report["bands"].values()) == pytest.approx(report[name]["mse"], rel=1e-4)
+    assert report["model"]["pit_psnr"] > report["average"]["pit_psnr"]
+    assert 0 < report["model"]["luminance_share"] < 1
+    assert (tmp_path / "bands.png").stat().st_size > 0
