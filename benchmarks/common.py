@@ -30,6 +30,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def optional_path(text: str) -> Path | None:
+    """An argparse type: a path, or None for '' (how a user turns an output off)."""
+    return Path(text) if text else None
+
+
 def data_dir_or_exit(args, script: str) -> Path:
     """The CIFAR-10 folder; without it, say why the benchmark is skipped and exit 0."""
     data_dir = Path(args.data_dir).expanduser().resolve()

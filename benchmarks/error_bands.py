@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
 
-from benchmarks.common import REPO, base_parser, data_dir_or_exit, log, markdown_table, publish  # noqa: E402
+from benchmarks.common import REPO, base_parser, data_dir_or_exit, log, markdown_table, optional_path, publish  # noqa: E402
 
 # Bands of the larger of the two frequency components, in cycles per image: DC, then octaves.
 BAND_EDGES = (0, 1, 2, 4, 8)
@@ -67,10 +67,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--results", type=Path, default=REPO / "results", help="results directory (default results/)")
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint directory instead of an experiment's best")
     parser.add_argument("--test-pairs", type=int, default=500, help="fixed test pairs to score (default 500)")
-    parser.add_argument("--figure", type=Path, default=REPO / "results" / "error-bands.png",
+    parser.add_argument("--figure", type=optional_path, default=REPO / "results" / "error-bands.png",
                         help="bar chart of the bands (default results/error-bands.png; '' for none)")
     args = parser.parse_args(argv)
-    args.figure = args.figure if args.figure and str(args.figure) else None
     return args
 
 

@@ -27,7 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone without installing
 
-from benchmarks.common import REPO, base_parser, data_dir_or_exit, log, machine, markdown_table, publish  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO, base_parser, data_dir_or_exit, log, machine, markdown_table, optional_path, publish,
+)
 
 SPACES = REPO / "search_spaces"
 GRID_PAIRS = 6
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=1.5, help="wall-clock training budget per entry (default 1.5)")
-    parser.add_argument("--figure", type=Path, default=REPO / "results" / "quality-separations.png",
+    parser.add_argument("--figure", type=optional_path, default=REPO / "results" / "quality-separations.png",
                         help="test separations of the best entry (default results/quality-separations.png; '' for none)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for every entry (default: torch's, all cores)")
     parser.add_argument("--test-pairs", type=int, default=500, help="fixed test pairs to score (default 500)")
@@ -127,7 +129,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.test_pairs = min(args.test_pairs, 100)
-    args.figure = args.figure if args.figure and str(args.figure) else None
     return args
 
 

@@ -65,3 +65,6 @@ def test_error_bands_split_the_error_of_a_checkpoint(tmp_path, cifar_dir):
     assert report["model"]["pit_psnr"] > report["average"]["pit_psnr"]
     assert 0 < report["model"]["luminance_share"] < 1
     assert (tmp_path / "bands.png").stat().st_size > 0
+    without_figure = run_benchmark("error_bands", tmp_path, cifar_dir, "--checkpoint", str(checkpoint),
+                                   "--test-pairs", "50", "--figure", "")
+    assert "figure" not in without_figure
