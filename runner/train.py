@@ -195,10 +195,9 @@ def refresh_batch_norm(model: torch.nn.Module, images: torch.Tensor, batch_size:
 
     Averaging the live model's running statistics along with its weights gives statistics
     that do not fit the averaged weights (measured: 0.3 dB lost on the validation pairs);
-    SWA recomputes them the same way (`torch.optim.swa_utils.update_bn`).
+    SWA recomputes them the same way (`torch.optim.swa_utils.update_bn`, which does nothing
+    for a model without BatchNorm; the batches are drawn only as it reads them).
     """
-    if not any(isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules()):
-        return
     from torch.optim.swa_utils import update_bn
 
     batches = PairSampler(images, "none", seed).epoch(BATCH_NORM_REFRESH_BATCHES * batch_size, batch_size)
