@@ -69,8 +69,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--test-pairs", type=int, default=500, help="fixed test pairs to score (default 500)")
     parser.add_argument("--figure", type=optional_path, default=REPO / "results" / "error-bands.png",
                         help="bar chart of the bands (default results/error-bands.png; '' for none)")
-    args = parser.parse_args(argv)
-    return args
+    return parser.parse_args(argv)
 
 
 def best_checkpoint_of(results: Path, experiment: str | None) -> Path:
@@ -101,10 +100,8 @@ def analyse(model, images, pairs, batch: int = 250) -> dict[str, Any]:
     band_mse = {name: band_energies(error) for name, error in errors.items()}
     gain = pair_psnr["model"] - pair_psnr["average"]
     return {
-        "model": {"pit_psnr": pair_psnr["model"].mean().item(), "mse": errors["model"].pow(2).mean().item(),
-                  "luminance_share": luminance_share(errors["model"])},
-        "average": {"pit_psnr": pair_psnr["average"].mean().item(), "mse": errors["average"].pow(2).mean().item(),
-                    "luminance_share": luminance_share(errors["average"])},
+        **{name: {"pit_psnr": pair_psnr[name].mean().item(), "mse": error.pow(2).mean().item(),
+                  "luminance_share": luminance_share(error)} for name, error in errors.items()},
         "oracle_mean_pit_psnr": pair_psnr["oracle_mean"].mean().item(),
         "bands": {label: {"model": band_mse["model"][label], "average": band_mse["average"][label]}
                   for label in band_mse["model"]},
