@@ -3,7 +3,7 @@
     python benchmarks/error_bands.py --experiment q --results R [--json PATH]
 
 Scores the best checkpoint of an experiment (or `--checkpoint DIR`) on the fixed pairs of
-the test images (`runner.pairing.TEST_PAIRS_SEED`, the pairs every test tool uses) and
+the test images (`runner.data.pairs.TEST_PAIRS_SEED`, the pairs every test tool uses) and
 splits the squared error of its separations by spatial-frequency band (the bands add up
 to the MSE, by Parseval's theorem) and into luminance (the grey axis) and colour. It also
 asks what the PIT-PSNR would be if each output's per-channel mean were right, an oracle
@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from runner.checkpoint import load_checkpoint, rebuild_model
+    from runner.training.checkpoint import load_checkpoint, rebuild_model
     from runner.errors import RunnerError
-    from runner.pairing import TEST_PAIRS_SEED, fixed_pairs
-    from runner.pairs import load_test_images
+    from runner.data.pairs import TEST_PAIRS_SEED, fixed_pairs
+    from runner.data.sampler import load_test_images
 
     try:
         checkpoint = args.checkpoint or best_checkpoint_of(args.results, args.experiment)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         report = analyse(model, images, pairs)
     report.update(checkpoint=str(checkpoint), test_pairs=len(pairs), test_pairs_seed=TEST_PAIRS_SEED)
     if args.figure:
-        from runner.figures import error_by_band
+        from runner.reports.figures import error_by_band
 
         title = (f"Separation error by frequency band, {len(pairs)} test pairs\n"
                  f"model {report['model']['pit_psnr']:.2f} dB, Average baseline {report['average']['pit_psnr']:.2f} dB")
@@ -81,8 +81,8 @@ def best_checkpoint_of(results: Path, experiment: str | None) -> Path:
 def analyse(model, images, pairs, batch: int = 250) -> dict[str, Any]:
     import torch
 
-    from runner.metrics import align_to_sources, psnr
-    from runner.pairs import make_mixtures
+    from runner.training.metrics import align_to_sources, psnr
+    from runner.data.sampler import make_mixtures
 
     model.eval()
     errors: dict[str, list] = {"model": [], "average": []}

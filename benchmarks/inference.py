@@ -9,7 +9,7 @@ count:
 
 - images/s at batch 1 and at `separate`'s default batch size: onnxruntime through the
   command's own code path (`load_model`, `prepare_batch`, `Model.run`) against torch eager
-  (`runner.checkpoint.rebuild_model`, `torch.inference_mode`); the backends alternate
+  (`runner.training.checkpoint.rebuild_model`, `torch.inference_mode`); the backends alternate
   round by round so both see the same machine load, and the median round counts;
 - PIT-PSNR of each (and of the Average baseline) on those mixtures, so an int8 or fp16
   model's speed shows beside its quality cost;
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 def run(args, data_dir: Path, precisions: list[str], work: Path) -> dict:
     import torch
 
-    from runner import separate
+    from runner.inference import separate
 
     settings = {key: value for key, value in vars(args).items() if key not in ("json", "data_dir", "keep")}
     results = {"machine": machine(), "settings": settings, "batch_sizes": [1, separate.DEFAULT_BATCH_SIZE],
@@ -115,10 +115,10 @@ def run(args, data_dir: Path, precisions: list[str], work: Path) -> dict:
 
 def train_model(args, data_dir: Path, directory: Path):
     """A short `train.fit` of a small U-Net; returns its checkpoint (as `runner export` finds it)."""
-    from runner.checkpoint import save_checkpoint
+    from runner.training.checkpoint import save_checkpoint
     from runner.config import TrialConfig
     from runner.results import CheckpointInfo
-    from runner.train import fit
+    from runner.training.fit import fit
 
     widths = [args.base_width * 2**level for level in range(args.depth)]
     config = TrialConfig.from_dict({
@@ -155,8 +155,8 @@ def export_model(checkpoint, directory: Path, precision: str, data_dir: Path) ->
 def test_mixtures(data_dir: Path, count: int):
     """Float32 mixtures and sources [P, C, H, W] of the fixed test pairs `runner mixtures` also uses."""
     from runner.config import DataConfig
-    from runner.pairing import TEST_PAIRS_SEED, fixed_pairs
-    from runner.pairs import load_test_images
+    from runner.data.pairs import TEST_PAIRS_SEED, fixed_pairs
+    from runner.data.sampler import load_test_images
 
     images = load_test_images(DataConfig(dataset="cifar10"), str(data_dir)).numpy()
     pairs = fixed_pairs(len(images), count, TEST_PAIRS_SEED)
@@ -167,7 +167,7 @@ def test_mixtures(data_dir: Path, count: int):
 
 def onnx_backend(path: Path, threads: int):
     """`separate`'s own path: the verified model, the padded batch, `Model.run`."""
-    from runner.separate import load_model, prepare_batch
+    from runner.inference.separate import load_model, prepare_batch
 
     model = load_model(path, threads)
     return lambda batch: model.run(prepare_batch(list(batch), model))
@@ -177,7 +177,7 @@ def torch_backend(checkpoint):
     """The same weights in torch eager, rebuilt from the checkpoint alone."""
     import torch
 
-    from runner.checkpoint import load_checkpoint, rebuild_model
+    from runner.training.checkpoint import load_checkpoint, rebuild_model
 
     model, _ = rebuild_model(load_checkpoint(checkpoint.path))
 
@@ -206,10 +206,10 @@ def images_per_second(backends: dict, mixtures: np.ndarray, batch: int, rounds: 
 
 
 def pit_psnr(backend, mixtures, sources_a, sources_b, batch: int = 100) -> float:
-    """Mean PIT-PSNR (dB) over the pairs, as runner.metrics scores validation."""
+    """Mean PIT-PSNR (dB) over the pairs, as runner.training.metrics scores validation."""
     import torch
 
-    from runner.metrics import pit_score, psnr
+    from runner.training.metrics import pit_score, psnr
 
     scores = []
     for start in range(0, len(mixtures), batch):
@@ -228,7 +228,7 @@ def save_png(mixture: np.ndarray, path: Path) -> None:
 
 def separate_command() -> list[str]:
     script = Path(sys.executable).parent / "separate"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "runner.separate"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "runner.inference.separate"]
 
 
 def cold_starts(model: Path, mixture: np.ndarray, directory: Path, runs: int) -> dict[str, float]:
@@ -239,7 +239,7 @@ def cold_starts(model: Path, mixture: np.ndarray, directory: Path, runs: int) ->
     out = directory / "out"
     processes = {
         "python -c pass": [sys.executable, "-c", "pass"],
-        "import runner.separate": [sys.executable, "-c", "import runner.separate"],
+        "import runner.inference.separate": [sys.executable, "-c", "import runner.inference.separate"],
         "separate one image": [*separate_command(), str(image), "-o", str(out), "--model", str(model)],
         "import torch": [sys.executable, "-c", "import torch"],
     }
@@ -259,7 +259,7 @@ def cold_starts(model: Path, mixture: np.ndarray, directory: Path, runs: int) ->
 
 def folder_runs(model: Path, mixtures: np.ndarray, directory: Path) -> list[dict]:
     """The whole command on a folder: decode, batch, run, encode, at batch 1 and at the default."""
-    from runner.separate import DEFAULT_BATCH_SIZE
+    from runner.inference.separate import DEFAULT_BATCH_SIZE
 
     folder = directory / "mixtures"
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ Each entry is a constants-only YAML under search_spaces/ (the same file `runner 
 --config` runs), trained by `train.fit` on the shared CIFAR-10 subset for `--minutes` of
 wall-clock time on this machine, one after the other. Its best validation checkpoint (the
 one `runner export --best` would ship) is scored on the same fixed pairs of the 500 shared
-test images (`runner.pairing.TEST_PAIRS_SEED`) with PIT-PSNR and PIT-SSIM, beside the
+test images (`runner.data.pairs.TEST_PAIRS_SEED`) with PIT-PSNR and PIT-SSIM, beside the
 Average baseline (both outputs = the mixture) on those pairs. Prints a markdown table,
 writes JSON with `--json`, and draws test separations of the best entry.
 
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from runner.config import TrialConfig
-    from runner.pairing import TEST_PAIRS_SEED, fixed_pairs
-    from runner.pairs import load_pair_data, load_test_images
+    from runner.data.pairs import TEST_PAIRS_SEED, fixed_pairs
+    from runner.data.sampler import load_pair_data, load_test_images
     from runner.space import load_space, resolve_constants
 
     console = Console(stderr=True)
@@ -148,7 +148,7 @@ def shared_data(data) -> tuple:
 
 def train_entry(config, data, progress, task) -> tuple[dict[str, Any], dict[str, Any], float]:
     """train.fit on the shared data; keeps the best validation checkpoint, as `runner export --best` picks."""
-    from runner.train import fit
+    from runner.training.fit import fit
 
     kept: dict[str, Any] = {}
     start = time.monotonic()
@@ -166,7 +166,7 @@ def train_entry(config, data, progress, task) -> tuple[dict[str, Any], dict[str,
 
 
 def score_state(state: dict[str, Any], images, pairs) -> dict[str, float]:
-    from runner.checkpoint import rebuild_model
+    from runner.training.checkpoint import rebuild_model
 
     model, _ = rebuild_model(state)
     return score_batches(images, pairs, lambda mixture, a, b: model(mixture))
@@ -179,8 +179,8 @@ def score_baseline(images, pairs) -> dict[str, float]:
 def score_batches(images, pairs, separate, batch: int = 250) -> dict[str, float]:
     import torch
 
-    from runner.metrics import separation_scores
-    from runner.pairs import make_mixtures
+    from runner.training.metrics import separation_scores
+    from runner.data.sampler import make_mixtures
 
     collected: dict[str, list] = {"pit_psnr": [], "pit_ssim": []}
     with torch.no_grad():
@@ -192,7 +192,7 @@ def score_batches(images, pairs, separate, batch: int = 250) -> dict[str, float]
 
 
 def row(entry: Entry, config, scores, baseline, extra) -> dict[str, Any]:
-    from runner.report import describe
+    from runner.reports.report import describe
 
     return {
         "label": entry.label,
@@ -229,9 +229,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def draw(state: dict[str, Any], result: dict[str, Any], args, report: dict[str, Any]) -> Path:
-    from runner.checkpoint import save_checkpoint
-    from runner.figures import separation_grid
-    from runner.gallery import separate_test_pairs
+    from runner.training.checkpoint import save_checkpoint
+    from runner.reports.figures import separation_grid
+    from runner.reports.separations import separate_test_pairs
 
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:

@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--json PATH] [--threads N] [--epochs N] [--epoch-pairs N]
 
-The project side is `runner.train.fit` itself, the code a trial runs: its pair sampler
+The project side is `runner.training.fit.fit` itself, the code a trial runs: its pair sampler
 (uint8 images in memory, fresh random pairs, flips), learning-rate schedule, autocast
 context, permutation-invariant loss and AdamW step. The bare side is the ~20-line loop a
 user would write: the same model, batch size and optimizer, the same PIT loss written
@@ -77,7 +77,7 @@ def trial_config(args, compiled: bool):
 
 
 def measure(args, data_dir, device: str, compiled: bool) -> dict:
-    from runner import train
+    from runner.training import fit as train
 
     config = trial_config(args, compiled)
     bare = BareLoop(config, data_dir, device, compiled)
@@ -115,7 +115,7 @@ class BareLoop:
         import torch
 
         from runner.models import build_model
-        from runner.pairs import load_pair_data, make_mixtures, random_pairs
+        from runner.data.sampler import load_pair_data, make_mixtures, random_pairs
 
         self.device = torch.device(device)
         data = load_pair_data(config.data, str(data_dir), self.device)

@@ -7,7 +7,7 @@ fixed epochs), so the three ways do the same work:
 
 - `runner tune` on a constants-only space whose ASHA grace period is its max epochs (ASHA
   stops nothing), `--cpus-per-trial 1`: on a 2-core machine two trials run at once, one
-  torch thread each (runner/tune.py sets threads from the trial's CPU share);
+  torch thread each (runner/search/tune.py sets threads from the trial's CPU share);
 - plain Optuna in one process: `study.optimize` calling `train.fit`, one trial at a time
   with torch's default threads (one per core);
 - a plain loop calling `train.fit`, the same.
@@ -75,7 +75,7 @@ def trial_dict(args) -> dict:
 
 def sequential_worker(args, data_dir: Path) -> list[dict]:
     from runner.config import TrialConfig
-    from runner.train import fit
+    from runner.training.fit import fit
 
     trials = []
     for _ in range(args.trials):
@@ -90,7 +90,7 @@ def optuna_worker(args, data_dir: Path) -> list[dict]:
     import optuna
 
     from runner.config import TrialConfig
-    from runner.train import fit
+    from runner.training.fit import fit
 
     trials = []
 
@@ -139,7 +139,7 @@ def size_epochs(args, data_dir: Path) -> tuple[int, dict]:
     import torch
 
     from runner.config import TrialConfig
-    from runner.train import fit
+    from runner.training.fit import fit
 
     pilot_pairs = 30 * BATCH
     settings = trial_dict(args)
@@ -166,7 +166,7 @@ def run_worker(args, data_dir: Path, work: Path, way: str) -> dict:
 
 
 def run_tune(args, data_dir: Path, work: Path) -> dict:
-    from runner.checkpoint import load_checkpoint
+    from runner.training.checkpoint import load_checkpoint
 
     space = work / "fixed.yaml"
     trial = trial_dict(args)

@@ -113,7 +113,7 @@ def _common_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _tune(args) -> int:
-    from runner import tune
+    from runner.search import tune
     from runner.results import experiment_dir
     from runner.space import load_space
 
@@ -150,9 +150,9 @@ def _tune_summary(directory: Path, request) -> int:
     """Print what became of every trial and the best per family; the exit code says if the search ended."""
     from rich.console import Console
 
-    from runner.outcomes import DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, is_finished, print_outcomes
-    from runner.recovery import trial_outcomes
-    from runner.report import print_summary
+    from runner.search.outcomes import DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, is_finished, print_outcomes
+    from runner.search.recovery import trial_outcomes
+    from runner.reports.report import print_summary
 
     outcomes = trial_outcomes(directory, request.settings.max_epochs)
     console = Console()
@@ -170,8 +170,8 @@ def _tune_summary(directory: Path, request) -> int:
 
 def _train(args) -> int:
     from runner.results import experiment_dir
-    from runner.single import train_one
-    from runner.report import print_summary
+    from runner.training.standalone import train_one
+    from runner.reports.report import print_summary
     from runner.space import load_space, resolve_constants
 
     config = resolve_constants(load_space(args.config))
@@ -203,7 +203,7 @@ def _export(args) -> int:
 
 
 def _mixtures(args) -> int:
-    from runner.pngpairs import write_mixtures
+    from runner.inference.mixtures import write_mixtures
 
     count = write_mixtures(args.dataset, args.split, args.count, args.output, data_dir=args.data_dir)
     print(f"wrote {count} mixtures to {args.output / 'mixtures'} and their sources to {args.output / 'sources'}")
@@ -211,7 +211,7 @@ def _mixtures(args) -> int:
 
 
 def _score(args) -> int:
-    from runner.pngpairs import print_scores, score_outputs
+    from runner.inference.mixtures import print_scores, score_outputs
 
     scores = score_outputs(args.pairs, args.outputs)
     print_scores(scores, args.json)
@@ -219,7 +219,7 @@ def _score(args) -> int:
 
 
 def _report(args) -> int:
-    from runner.report import print_summary, write_report
+    from runner.reports.report import print_summary, write_report
     from runner.results import find_experiment
 
     directory = find_experiment(args.results, args.experiment)
@@ -232,7 +232,7 @@ def _report(args) -> int:
 
 
 def _analyze_vae_terms(args) -> int:
-    from runner.analysis import VaeTermsSettings, run_vae_terms
+    from runner.reports.analysis import VaeTermsSettings, run_vae_terms
 
     given = {"epochs": args.epochs, "train_images": args.train_images, "kl_weight": args.kl_weight}
     settings = VaeTermsSettings(**{key: value for key, value in given.items() if value is not None})
@@ -242,15 +242,15 @@ def _analyze_vae_terms(args) -> int:
 
 
 def _search_finished(directory: Path, request) -> bool:
-    from runner.outcomes import is_finished
-    from runner.recovery import trial_outcomes
+    from runner.search.outcomes import is_finished
+    from runner.search.recovery import trial_outcomes
 
     return is_finished(trial_outcomes(directory, request.settings.max_epochs), request.settings.samples)
 
 
 def _check_data(space, data_dir: str | None) -> None:
     """Find (or download) the dataset once in the driver, so trials do not race to fetch it."""
-    from runner.datasets import load_images
+    from runner.data.sources import load_images
 
     data = space.params.get("data", {})
     dataset = data.get("dataset", "cifar10")

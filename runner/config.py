@@ -12,53 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.data.config import DataConfig
 from runner.errors import RunnerError
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "cifar10"          # cifar10 | fashion-mnist | mnist | folder
-    channels: int | None = None       # None keeps the dataset's own (3 for cifar10, 1 for mnist)
-    image_size: int | None = None     # None keeps the native size (folder: 64)
-    per_class: int | None = None      # keep only the first N training images of each class
-    val_images: int = 500             # held out of the training split for validation
-    val_pairs: int = 500              # fixed, seeded validation pairs, the same for every trial
-    augment: str = "flip"             # none | flip (both sources together) | sources (each on its own)
-    shift: int = 0                    # training only: translate each source on its own by up to N pixels (reflected edges)
-
-
-@dataclass
-class ModelConfig:
-    family: str = "unet"              # ae | vae | unet (see runner.models.MODELS)
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # channels per level
-    bottleneck: int = 512             # channels at the lowest resolution
-    block: str = "plain"              # plain (two convs) | residual
-    norm: str = "batch"               # batch | group | none
-    output: str = "free"              # free (two sigmoid heads) | consistent (outputs average to the mixture)
-    decoder: str = "separate"         # separate (one decoder per output) | shared (one decoder feeds both heads)
-    tta: bool = False                 # inference: average the separations of the mixture and its mirror image (2x cost)
-    unshuffle: int = 1                # unet: work at 1/N resolution on N*N times the channels (space-to-depth); 1 = off
-    latent_dim: int = 256             # ae/vae: size of the dense latent
-
-
-@dataclass
-class TrainConfig:
-    lr: float = 1e-3                  # peak learning rate (Adam)
-    batch_size: int = 64
-    epochs: int = 10                  # upper bound; a wall-clock budget may end training sooner
-    epoch_pairs: int | None = None    # pairs per epoch; None: one per training image
-    loss: str = "pit"                 # pit (permutation-invariant) | fixed (head 1 <- a; reproduces the collapse)
-    recon: str = "mse"                # mse | l1 | psnr (mean of per-image PSNRs, the metric itself)
-    kl_weight: float = 1e-3           # vae only: weight of the KL term
-    schedule: str = "constant"        # constant | cosine | onecycle
-    weight_decay: float = 0.0         # AdamW decoupled weight decay
-    ema: float = 0.0                  # decay of an exponential moving average of the weights; 0 = off
-    seed: int = 0
-    minutes: float | None = None      # wall-clock budget; ends with a final evaluation and checkpoint
-    threads: int | None = None        # torch CPU threads; None: torch's default
-    compile: bool = False             # torch.compile the model (GPU runs mostly)
-    precision: str = "auto"           # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 (autocast on CPU too) | fp32
-    channels_last: bool | None = None # channels-last memory format; None: on GPU only
+from runner.models.config import ModelConfig
+from runner.training.config import TrainConfig
 
 
 @dataclass

@@ -8,3 +8,7 @@ a bug and keeps its traceback.
 
 class RunnerError(Exception):
     """A problem the user can fix; the message says what it is and how."""
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became NaN or infinite; the trial cannot continue from here."""

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner.checkpoint import load_checkpoint, rebuild_model
+from runner.training.checkpoint import load_checkpoint, rebuild_model
 from runner.config import TrialConfig
 from runner.errors import RunnerError
 from runner.results import CheckpointInfo
-from runner.sidecar import sidecar_path, write_sidecar
+from runner.inference.sidecar import sidecar_path, write_sidecar
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -198,7 +198,7 @@ def _run_onnx(path: Path, mixtures: np.ndarray) -> list[np.ndarray]:
 
 def validation_mixtures(config: TrialConfig, data_dir: str | None) -> torch.Tensor:
     """The first validation mixtures of the checkpoint's own dataset."""
-    from runner.pairs import load_pair_data, make_mixtures
+    from runner.data.sampler import load_pair_data, make_mixtures
 
     data = load_pair_data(config.data, data_dir)
     mixture, _, _ = make_mixtures(data.val, data.val_pairs[:PARITY_PAIRS])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from runner.analysis import INTERPOLATION_FILE, LATENT_FILE, MODEL, interpolate, interpolation_ends, latent_means
+from runner.reports.analysis import INTERPOLATION_FILE, LATENT_FILE, MODEL, interpolate, interpolation_ends, latent_means
 from runner.models import build_model
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -50,8 +50,8 @@ def test_tune_overhead_runs_all_three_ways(tmp_path, cifar_dir):
 
 
 def test_error_bands_split_the_error_of_a_checkpoint(tmp_path, cifar_dir):
-    from runner.checkpoint import save_checkpoint
-    from runner.train import fit
+    from runner.training.checkpoint import save_checkpoint
+    from runner.training.fit import fit
     from tests.test_train import tiny_config
 
     states = []

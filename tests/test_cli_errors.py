@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from runner.sidecar import read_sidecar, sidecar_path, write_sidecar
+from runner.inference.sidecar import read_sidecar, sidecar_path, write_sidecar
 from tests.ray_processes import REPO, MarkedProcesses, Run, assert_one_error_line, run_runner
 from tests.tiny_spaces import tiny_trial
 

@@ -1,4 +1,4 @@
-"""runner.datasets against real files: the shared CIFAR-10 subset, Debian's Fashion-MNIST,
+"""runner.data.sources against real files: the shared CIFAR-10 subset, Debian's Fashion-MNIST,
 small datasets written here, and downloads from a real HTTP server on the loopback."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runner import datasets
-from runner.datasets import DATASETS, Images, download, load_images
+from runner.data import sources as datasets
+from runner.data.sources import DATASETS, Images, download, load_images
 from runner.errors import RunnerError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from runner.losses import separation_loss, total_loss
-from runner.metrics import baseline_scores, psnr, separation_scores, ssim
+from runner.training.losses import separation_loss, total_loss
+from runner.training.metrics import baseline_scores, psnr, separation_scores, ssim
 
 
 def sources(seed=0):

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from runner.outcomes import (
+from runner.search.outcomes import (
     DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, UNFINISHED, TrialOutcome, counts_line, is_finished, print_outcomes,
 )
 

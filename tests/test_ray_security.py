@@ -17,8 +17,7 @@ from tests.ray_processes import REPO, MarkedProcesses, Run, assert_one_error_lin
 # Starts Ray exactly as `runner tune` does, says where its GCS listens, and holds it until stdin closes.
 START_AS_THE_RUNNER_DOES = """
 import json, sys
-from runner import tune
-tune.ray_environment()
+from runner.search import tune
 tune.start_ray(None)
 import ray
 node = ray._private.worker.global_worker.node

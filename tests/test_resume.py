@@ -98,7 +98,7 @@ def define_by_run(trial):
 
 
 def searcher(tmp_path):
-    from runner.recovery import ResumableOptunaSearch
+    from runner.search.recovery import ResumableOptunaSearch
 
     return ResumableOptunaSearch(
         space=define_by_run, metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=0),

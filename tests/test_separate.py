@@ -22,10 +22,10 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from runner import separate as separate_module
+from runner.inference import separate as separate_module
 from runner.errors import RunnerError
-from runner.separate import load_model, main, prepare_batch, read_image, to_pixels
-from runner.sidecar import (
+from runner.inference.separate import load_model, main, prepare_batch, read_image, to_pixels
+from runner.inference.sidecar import (
     SIDECAR_FORMAT,
     read_sidecar,
     sha256_of,
@@ -497,7 +497,7 @@ def test_separate_runs_where_training_packages_cannot_be_imported(tmp_path, rgb_
     env = training_packages_blocked
     image = save(tmp_path / "x.png", Image.fromarray(random_pixels(9, 9, 3)))
     script = Path(sys.executable).parent / "separate"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "runner.separate"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "runner.inference.separate"]
 
     blocked = subprocess.run([sys.executable, "-c", "import onnx"], env=env, capture_output=True, text=True)
     result = subprocess.run([*command, str(image), "-o", str(tmp_path / "out"), "--model", str(rgb_model)], env=env, capture_output=True, text=True, timeout=120)
@@ -509,7 +509,7 @@ def test_separate_runs_where_training_packages_cannot_be_imported(tmp_path, rgb_
 
 
 def test_importing_separate_pulls_in_nothing_heavy():
-    check = "import sys, runner.separate; print(sorted({'torch', 'ray', 'optuna', 'onnx', 'rich'} & set(sys.modules)))"
+    check = "import sys, runner.inference.separate; print(sorted({'torch', 'ray', 'optuna', 'onnx', 'rich'} & set(sys.modules)))"
 
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
 

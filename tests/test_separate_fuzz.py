@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from runner.separate import main
+from runner.inference.separate import main
 from tests.test_separate import make_model
 
 SEED = 20240611

@@ -2,10 +2,10 @@
 
 import torch
 
-from runner.checkpoint import load_checkpoint, rebuild_model, save_checkpoint
+from runner.training.checkpoint import load_checkpoint, rebuild_model, save_checkpoint
 from runner.config import TrialConfig
-from runner.pairs import load_pair_data
-from runner.train import Evaluator, fit, lr_factor, refresh_batch_norm
+from runner.data.sampler import load_pair_data
+from runner.training.fit import Evaluator, fit, lr_factor, refresh_batch_norm
 
 TINY = {
     "data": {"val_images": 100, "val_pairs": 100},
@@ -90,7 +90,7 @@ def test_cpu_levers_train_bf16_channels_last_shared_decoder_and_shifts(cifar_dir
 
 
 def test_shifts_move_each_source_on_its_own():
-    from runner.pairs import PairSampler
+    from runner.data.sampler import PairSampler
 
     images = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).remainder(251).to(torch.uint8).view(4, 3, 8, 8)
     moved = PairSampler(images, "none", 0, shift=2)._translate(images.float())

@@ -8,13 +8,17 @@ loss term (the VAE's KL divergence) or None.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from runner.config import ModelConfig
 from runner.errors import RunnerError
 from runner.models.ae import build_ae
 from runner.models.unet import build_unet
 from runner.models.vae import build_vae
+
+if TYPE_CHECKING:  # type only: runner.models.config checks names against this package's registries
+    from runner.models.config import ModelConfig
 
 MODELS = {"ae": build_ae, "vae": build_vae, "unet": build_unet}
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from runner.config import ModelConfig
 from runner.errors import RunnerError
 from runner.models.blocks import SeparationHeads, flip_ensemble
 from runner.models.unet import Decoder, Encoder
+
+if TYPE_CHECKING:  # type only: runner.models.config checks names against this package's registries
+    from runner.models.config import ModelConfig
 
 
 class AutoencoderSeparator(nn.Module):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runner.config import ModelConfig
 from runner.models.blocks import SeparationHeads, flip_ensemble, make_block
+
+if TYPE_CHECKING:  # type only: runner.models.config checks names against this package's registries
+    from runner.models.config import ModelConfig
 
 
 class Encoder(nn.Module):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from runner.config import ModelConfig
 from runner.models.ae import AutoencoderSeparator
+
+if TYPE_CHECKING:  # type only: runner.models.config checks names against this package's registries
+    from runner.models.config import ModelConfig
 
 
 class VAESeparator(AutoencoderSeparator):

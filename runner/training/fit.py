@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from runner.checkpoint import CHECKPOINT_FORMAT
-from runner.config import TrialConfig
-from runner.losses import total_loss
-from runner.metrics import baseline_scores, separation_scores
+from runner.training.checkpoint import CHECKPOINT_FORMAT
+from runner.errors import TrialDiverged
+from runner.training.losses import total_loss
+from runner.training.metrics import baseline_scores, separation_scores
 from runner.models import build_model
-from runner.pairs import PairData, PairSampler, load_pair_data, make_mixtures
+from runner.data.sampler import PairData, PairSampler, load_pair_data, make_mixtures
+
+if TYPE_CHECKING:  # the config is a later stage: only its type is used here
+    from runner.config import TrialConfig
 
 Report = Callable[[dict[str, Any], dict[str, Any]], None]
 EVAL_BATCH = 250
 BATCH_NORM_REFRESH_BATCHES = 16   # training batches that set the averaged weights' BatchNorm statistics
-
-
-class TrialDiverged(RuntimeError):
-    """The loss became NaN or infinite; the trial cannot continue from here."""
 
 
 def choose_device(requested: str | None = None) -> torch.device:

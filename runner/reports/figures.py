@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from runner.results import CheckpointInfo  # noqa: E402
 
 if TYPE_CHECKING:
-    from runner.gallery import Separation
+    from runner.reports.separations import Separation
 
 BASELINE = {"color": "black", "linestyle": "--", "linewidth": 1.2, "label": "Average baseline"}
 BASELINE_BAR = {"color": "0.75", "edgecolor": "black", "hatch": "//", "label": "Average baseline"}

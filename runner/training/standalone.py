@@ -13,15 +13,17 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner.checkpoint import save_checkpoint
-from runner.config import TrialConfig
+from runner.training.checkpoint import save_checkpoint
 from runner.results import METRIC, write_experiment
-from runner.train import fit
+from runner.training.fit import fit
+
+if TYPE_CHECKING:  # the config is a later stage: only its type is used here
+    from runner.config import TrialConfig
 
 TRIAL = "trial_0"
 

@@ -1,7 +1,7 @@
 """A checkpoint's separations of the first fixed test pairs: the rows of the report's image grid.
 
 The pairs come from the dataset's test split with the seed every other test tool uses
-(`runner.pairing.TEST_PAIRS_SEED`), so the grid shows images no trial trained or
+(`runner.data.pairs.TEST_PAIRS_SEED`), so the grid shows images no trial trained or
 validated on, and the same ones for every experiment on that dataset.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runner.checkpoint import load_checkpoint, rebuild_model
-from runner.metrics import align_to_sources, baseline_scores, separation_scores
-from runner.pairing import TEST_PAIRS_SEED, fixed_pairs
-from runner.pairs import load_test_images, make_mixtures
+from runner.training.checkpoint import load_checkpoint, rebuild_model
+from runner.training.metrics import align_to_sources, baseline_scores, separation_scores
+from runner.data.pairs import TEST_PAIRS_SEED, fixed_pairs
+from runner.data.sampler import load_test_images, make_mixtures
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A trial ends one of five ways: it ran all its epochs (finished), ASHA stopped it
 fewer (stopped early), its loss became NaN or infinite (diverged), anything else went
 wrong inside it (errored), or the driver stopped before it ended (unfinished, for
 `runner tune --resume`). Errored and diverged trials carry their reason as one line.
-`runner.recovery` reads these from Ray Tune's saved experiment state.
+`runner.search.recovery` reads these from Ray Tune's saved experiment state.
 """
 
 from __future__ import annotations

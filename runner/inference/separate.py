@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
-from runner import sidecar
+from runner.inference import sidecar
 from runner.errors import RunnerError
 
 INPUT_NAME = "mixture"

@@ -9,15 +9,17 @@ pairs; a training epoch draws new ones from the trial's own generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
-from runner.config import DataConfig
-from runner.datasets import load_images
+from runner.data.sources import load_images
 from runner.errors import RunnerError
-from runner.pairing import VAL_PAIRS_SEED, fixed_pairs
+from runner.data.pairs import VAL_PAIRS_SEED, fixed_pairs
+
+if TYPE_CHECKING:  # type only: runner.data.config checks names against this module's registry
+    from runner.data.config import DataConfig
 
 SPLIT_SEED = 1234       # which training images are held out for validation
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from runner.datasets import load_images
+from runner.data.sources import load_images
 from runner.errors import RunnerError
-from runner.pairing import TEST_PAIRS_SEED, fixed_pairs
+from runner.data.pairs import TEST_PAIRS_SEED, fixed_pairs
 
 
 def write_mixtures(dataset: str, split: str, count: int, output: Path, *, data_dir=None) -> int:

@@ -82,7 +82,7 @@ def print_summary(directory: Path, console: Console | None = None) -> None:
 
 def write_report(directory: Path, data_dir: str | None = None) -> Report:
     """Write report.md and its figures into `directory`; `data_dir` defaults to the experiment's."""
-    from runner import figures
+    from runner.reports import figures
 
     overall = best_checkpoint(directory)   # a one-line error when no trial has a checkpoint yet
     best = best_per_family(directory)
@@ -109,7 +109,7 @@ def write_report(directory: Path, data_dir: str | None = None) -> Report:
 
     title = "Test mixtures separated by the best model"
     try:
-        from runner.gallery import separate_test_pairs
+        from runner.reports.separations import separate_test_pairs
 
         separations = separate_test_pairs(overall.path, data_dir or stored_data_dir(directory), GRID_PAIRS)
     except RunnerError as error:

@@ -43,8 +43,8 @@ def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -
     """The Ray Tune trainable: one trial = `train.fit` with Ray's report and checkpoint."""
     from ray import tune
 
-    from runner.checkpoint import load_checkpoint, save_checkpoint
-    from runner.train import fit
+    from runner.training.checkpoint import load_checkpoint, save_checkpoint
+    from runner.training.fit import fit
 
     trial = TrialConfig.from_dict(config["trial"])
     trial.train.epochs = max_epochs
@@ -73,11 +73,10 @@ def run(request: TuneRequest, address: str | None = None, resume: bool = False):
     already had its --max-failures retries) and continues the unfinished ones from their
     last checkpoints. One stopped before Ray Tune's first snapshot starts over.
     """
-    ray_environment()
     import ray
     from ray import tune
 
-    from runner.recovery import has_saved_state
+    from runner.search.recovery import has_saved_state
 
     directory = experiment_dir(request.results, request.name)
     space = load_space(request.space_file)
@@ -87,7 +86,7 @@ def run(request: TuneRequest, address: str | None = None, resume: bool = False):
         tune.with_parameters(train_trial, data_dir=request.data_dir, max_epochs=request.settings.max_epochs),
         resources,
     )
-    from runner.live import LiveView
+    from runner.search.live import LiveView
 
     view = LiveView(request.settings.samples)
     if resume and has_saved_state(directory):
@@ -169,21 +168,6 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def ray_environment() -> None:
-    """Settings Ray reads when it is first imported, so they are set before that."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # A trial's error shows as one line in the live view and the summary; the traceback
-    # stays in the trial's error.txt instead of filling the terminal.
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ray's own console reporter would print beside the rich live view; verbose=0 alone
-    # does not silence its newer output engine.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Trials read data and write checkpoints by absolute path; keep their working directory.
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-
-
 def trial_resources(cluster: dict[str, float], cpus_per_trial: float | None, gpus_per_trial: float | None) -> dict[str, float]:
     gpus = cluster.get("GPU", 0.0)
     cpus = cluster.get("CPU", 1.0)
@@ -210,7 +194,7 @@ def _concurrency(cluster: dict[str, float], resources: dict[str, float], samples
 
 def _searcher(space: SearchSpace, request: TuneRequest, directory: Path):
     import optuna
-    from runner.recovery import ResumableOptunaSearch
+    from runner.search.recovery import ResumableOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return ResumableOptunaSearch(

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.tune import ray_environment
+from optuna.trial import TrialState
+from ray.exceptions import RayTaskError
+from ray.tune import ExperimentAnalysis, ResultGrid
+from ray.tune.experiment import Trial
+from ray.tune.search.optuna import OptunaSearch
 
-ray_environment()  # Ray reads its settings (token auth above all) when it is first imported
-
-from optuna.trial import TrialState  # noqa: E402
-from ray.exceptions import RayTaskError  # noqa: E402
-from ray.tune import ExperimentAnalysis, ResultGrid  # noqa: E402
-from ray.tune.experiment import Trial  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
-
-from runner.errors import RunnerError  # noqa: E402
-from runner.outcomes import DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, UNFINISHED, TrialOutcome  # noqa: E402
-from runner.results import METRIC  # noqa: E402
+from runner.errors import RunnerError, TrialDiverged
+from runner.search.outcomes import DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, UNFINISHED, TrialOutcome
+from runner.results import METRIC
 
 REASON_LENGTH = 200
 
@@ -103,8 +99,6 @@ def _outcome(trial: Trial, error: Exception | None, max_epochs: int) -> TrialOut
 
 
 def _status(status: str, error: Exception | None, epochs: int, max_epochs: int) -> str:
-    from runner.train import TrialDiverged
-
     if status == Trial.TERMINATED:
         return FINISHED if epochs >= max_epochs else STOPPED_EARLY
     if status == Trial.ERROR:
@@ -114,8 +108,6 @@ def _status(status: str, error: Exception | None, epochs: int, max_epochs: int) 
 
 def _reason(error: Exception | None) -> str:
     """The error as one line: a runner error's own message, else its type and first line."""
-    from runner.train import TrialDiverged
-
     cause = _cause(error)
     if cause is None:
         return "failed without a saved error"

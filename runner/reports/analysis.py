@@ -18,11 +18,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from runner.config import ModelConfig
-from runner.datasets import load_images
-from runner.losses import separation_loss
+from runner.models.config import ModelConfig
+from runner.data.sources import load_images
+from runner.training.losses import separation_loss
 from runner.models import build_model
-from runner.pairs import to_unit
+from runner.data.sampler import to_unit
 
 DATASETS = ("fashion-mnist", "mnist")
 # Two levels take 28x28 down to 7x7 before the dense 2-D latent; sigmoid heads, no mixture term.
@@ -69,7 +69,7 @@ def run_vae_terms(
     log: Callable[[str], None] = lambda message: None,
 ) -> list[Path]:
     """Train the models, draw the latent panels and the interpolation strip; returns the PNGs."""
-    from runner import figures
+    from runner.reports import figures
 
     settings = settings or VaeTermsSettings()
     train = load_images(dataset, "train", data_dir)
