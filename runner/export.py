@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import os
 import tempfile
 import warnings
@@ -27,6 +26,7 @@ import torch
 from runner.training.checkpoint import load_checkpoint, rebuild_model
 from runner.config import TrialConfig
 from runner.errors import RunnerError
+from runner.scoring import psnr
 from runner.results import CheckpointInfo
 from runner.inference.sidecar import sidecar_path, write_sidecar
 
@@ -150,8 +150,7 @@ def convert_precision(path: Path, precision: str, mixtures: torch.Tensor) -> flo
             root_logger.setLevel(level)
     onnx.checker.check_model(str(converted), full_check=True)
     reference, outputs = _run_onnx(path, mixtures.numpy()), _run_onnx(converted, mixtures.numpy())
-    mse = float(np.mean([np.mean((o - r) ** 2) for o, r in zip(outputs, reference)]))
-    agreement = 10 * math.log10(1 / max(mse, 1e-12))
+    agreement = psnr(np.stack(outputs), np.stack(reference))
     if not agreement >= PRECISION_MIN_PSNR:
         raise RunnerError(
             f"the {precision} model's outputs are {agreement:.1f} dB from the fp32 model's (at least "

@@ -1,6 +1,7 @@
 """The results directory: experiments, their trials and checkpoints on disk, best-trial lookup.
 
     results/<experiment>/experiment.json      what ran: kind, space, settings (written by the runner)
+    results/<experiment>/space.yaml           the YAML it ran, copied (what --resume reads)
     results/<experiment>/study.db             the Optuna study (tune only)
     results/<experiment>/<trial>/result.json  one JSON line per epoch (Ray Tune's format)
     results/<experiment>/<trial>/checkpoint_*/{model.pt, metrics.json}
@@ -13,16 +14,16 @@ layout itself, so everything downstream (export, report) reads both alike. Looku
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
+from runner.files import write_json_atomic
 
 EXPERIMENT_FILE = "experiment.json"
 STUDY_FILE = "study.db"
+SPACE_COPY = "space.yaml"
 METRIC = "val_pit_psnr"
 
 
@@ -88,7 +89,7 @@ def find_checkpoints(directory: Path) -> list[CheckpointInfo]:
             CheckpointInfo(
                 path=metrics_file.parent,
                 trial=metrics_file.parent.parent.name,
-                family=summary.get("family", "?"),
+                family=summary.get("family") or family_of(summary.get("config", {})),
                 epoch=summary.get("epoch", 0),
                 metrics=summary.get("metrics", {}),
                 config=summary.get("config", {}),
@@ -107,21 +108,9 @@ def best_checkpoint(directory: Path) -> CheckpointInfo:
     return max(checkpoints, key=lambda c: c.score)
 
 
-def best_per_family(directory: Path) -> dict[str, CheckpointInfo]:
-    """The best checkpoint of each `family_label`: what reports set against the Average baseline."""
-    best: dict[str, CheckpointInfo] = {}
-    for checkpoint in find_checkpoints(directory):
-        label = family_label(checkpoint.config, checkpoint.family)
-        if label not in best or checkpoint.score > best[label].score:
-            best[label] = checkpoint
-    return dict(sorted(best.items()))
-
-
-def family_label(config: dict[str, Any], family: str | None = None) -> str:
-    """The model family, with a fixed-order loss named: that variant exists only to show its
-    collapse, so reports show it beside the permutation-invariant one instead of ranking them."""
-    family = family or config.get("model", {}).get("family", "?")
-    return f"{family}, fixed-order" if config.get("train", {}).get("loss") == "fixed" else family
+def family_of(config: dict[str, Any]) -> str:
+    """The model family of a trial's configuration, as stored (a nested dict); '?' if it has none."""
+    return config.get("model", {}).get("family", "?")
 
 
 def stored_data_dir(directory: Path) -> str | None:
@@ -143,13 +132,3 @@ def trial_histories(directory: Path) -> dict[str, list[dict[str, Any]]]:
         histories[file.parent.name] = rows
     return histories
 
-
-def write_json_atomic(target: Path, value: Any) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(value, file, indent=2)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from runner.config import TrialConfig
-from runner.results import best_per_family
+from runner.reports.report import best_per_family
 from runner.space import load_space, suggest
 
 SEED = Path(__file__).resolve().parents[1] / "search_spaces" / "seed.yaml"

@@ -5,7 +5,8 @@ import torch
 from runner.training.checkpoint import load_checkpoint, rebuild_model, save_checkpoint
 from runner.config import TrialConfig
 from runner.data.sampler import load_pair_data
-from runner.training.fit import Evaluator, fit, lr_factor, refresh_batch_norm
+from runner.training.fit import Evaluator, fit, refresh_batch_norm
+from runner.training.schedules import lr_factor
 
 TINY = {
     "data": {"val_images": 100, "val_pairs": 100},

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # type only: runner.data.config checks names against this mod
     from runner.data.config import DataConfig
 
 SPLIT_SEED = 1234       # which training images are held out for validation
+AUGMENTS = ("none", "flip", "sources")  # none | flip (both sources together) | sources (each on its own)
 
 
 @dataclass

@@ -5,7 +5,7 @@ live (`--data-dir`, `$RUNNER_DATA_DIR`, Debian's Fashion-MNIST package, the user
 downloading it there with an md5 check when it is nowhere, the file formats (CIFAR-10
 python batches, the IDX files of MNIST and Fashion-MNIST, a folder of images), and the
 channel and size conversions every source shares. It imports no torch: pairing images
-into mixtures and making tensors belong to `runner.data`.
+into mixtures and making tensors belong to `runner.data.sampler`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from runner.errors import RunnerError
+from runner.files import IMAGE_SUFFIXES
 
 DATASETS: tuple[str, ...] = ("cifar10", "fashion-mnist", "mnist", "folder")
 SPLITS: tuple[str, ...] = ("train", "test")
 
 FOLDER_IMAGE_SIZE = 64        # folder images come in any size; they are cut to this square
 FOLDER_TEST_PERCENT = 10      # share of a folder without train/ and test/ that is the test split
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 DOWNLOAD_TIMEOUT_S = 30       # per network operation, not for the whole file
 DATA_DIR_ENV = "RUNNER_DATA_DIR"
 CORRUPT_DETAIL_CHARS = 120    # of a parser's message quoted in a corrupt-file error
@@ -492,7 +492,7 @@ def _load_folder(data_dir: str | os.PathLike | None, split: str, channels: int, 
         raise RunnerError(f"--data-dir {root} is not a folder; point it at a folder of images")
     files = _folder_split(root, split)
     if not files:
-        suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+        suffixes = " ".join(IMAGE_SUFFIXES)
         raise RunnerError(
             f"no {split} images ({suffixes}) under {root}; add some or point --data-dir elsewhere"
         )

@@ -15,6 +15,7 @@ from PIL import Image
 
 from runner.data.sources import load_images
 from runner.errors import RunnerError
+from runner.scoring import pit_psnr
 from runner.data.pairs import TEST_PAIRS_SEED, fixed_pairs
 
 
@@ -53,17 +54,6 @@ def score_outputs(pairs_dir: Path, outputs_dir: Path) -> dict[str, float]:
         baseline_scores.append(pit_psnr(mixture, mixture, source_a, source_b))
     model, baseline = float(np.mean(model_scores)), float(np.mean(baseline_scores))
     return {"pairs": len(mixtures), "pit_psnr": model, "baseline_psnr": baseline, "gain_db": model - baseline}
-
-
-def pit_psnr(output_1, output_2, source_a, source_b) -> float:
-    direct = (psnr(output_1, source_a) + psnr(output_2, source_b)) / 2
-    swapped = (psnr(output_1, source_b) + psnr(output_2, source_a)) / 2
-    return max(direct, swapped)
-
-
-def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
-    mse = np.mean((prediction - target) ** 2)
-    return float(10 * np.log10(1.0 / max(mse, 1e-10)))
 
 
 def print_scores(scores: dict[str, float], json_path: Path | None = None) -> None:

@@ -29,10 +29,10 @@ from PIL import Image, UnidentifiedImageError
 
 from runner.inference import sidecar
 from runner.errors import RunnerError
+from runner.files import IMAGE_SUFFIXES, write_atomic
 
 INPUT_NAME = "mixture"
 OUTPUT_NAMES = ("source_1", "source_2")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MODE_OF_CHANNELS = {1: "L", 3: "RGB"}
 WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}  # Pillow clips these at 255 when converting to L
 DEFAULT_MODELS_DIR = Path("export")
@@ -200,19 +200,12 @@ def to_pixels(source: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def write_png(pixels: np.ndarray, target: Path) -> None:
-    """Save uint8 [C, H, W] pixels as a PNG, via a temporary file so no half-written PNG is ever seen."""
+    """Save uint8 [C, H, W] pixels as a PNG, atomically: no half-written PNG is ever seen."""
     image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0)))
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
     try:
-        with open(temporary, "xb") as file:
-            image.save(file, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(temporary, target)
+        write_atomic(target, lambda file: image.save(file, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise RunnerError(f"cannot write {target} ({error.strerror or error}): check free space and permissions") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def separate_images(

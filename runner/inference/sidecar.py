@@ -9,11 +9,10 @@ opset, precision) are there for people. Standard library only: `separate` import
 
 import hashlib
 import json
-import os
-import secrets
 from pathlib import Path
 
 from runner.errors import RunnerError
+from runner.files import write_json_atomic
 
 SIDECAR_FORMAT = 1  # bump when a reader of the old format would misread the new one
 REQUIRED_KEYS = ("channels", "image_size", "size_multiple", "dynamic_spatial")
@@ -50,7 +49,7 @@ def write_sidecar(onnx_path, info: dict) -> Path:
         "sha256": sha256_of(onnx_path),
     }
     target = sidecar_path(onnx_path)
-    _write_atomically(target, json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(target, sidecar, sort_keys=True)
     return target
 
 
@@ -122,13 +121,3 @@ def _check_sidecar(sidecar: dict, path: Path) -> None:
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a size
 
-
-def _write_atomically(target: Path, text: str) -> None:
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

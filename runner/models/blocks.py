@@ -8,12 +8,15 @@ import torch
 from torch import nn
 
 
+NORMS = {
+    "batch": nn.BatchNorm2d,
+    "group": lambda channels: nn.GroupNorm(math.gcd(8, channels), channels),
+    "none": lambda channels: nn.Identity(),
+}
+
+
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "group":
-        return nn.GroupNorm(math.gcd(8, channels), channels)
-    return nn.Identity()
+    return NORMS[kind](channels)
 
 
 class ConvBlock(nn.Module):
@@ -58,6 +61,9 @@ BLOCKS = {"plain": ConvBlock, "residual": ResidualBlock}
 
 def make_block(kind: str, in_channels: int, out_channels: int, norm: str) -> nn.Module:
     return BLOCKS[kind](in_channels, out_channels, norm)
+
+
+OUTPUTS = ("free", "consistent")  # what SeparationHeads makes of the two decoders' features
 
 
 class SeparationHeads(nn.Module):

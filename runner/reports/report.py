@@ -21,8 +21,8 @@ from rich.table import Table
 
 from runner.errors import RunnerError
 from runner.results import (
-    STUDY_FILE, CheckpointInfo, best_checkpoint, best_per_family, family_label, find_checkpoints,
-    read_experiment, stored_data_dir, trial_histories,
+    STUDY_FILE, CheckpointInfo, best_checkpoint, family_of, find_checkpoints, read_experiment, stored_data_dir,
+    trial_histories,
 )
 
 REPORT_FILE = "report.md"
@@ -36,6 +36,23 @@ class Report:
     markdown: Path
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)     # figures left out, and why
+
+
+def best_per_family(directory: Path) -> dict[str, CheckpointInfo]:
+    """The best checkpoint of each `family_label`: what reports set against the Average baseline."""
+    best: dict[str, CheckpointInfo] = {}
+    for checkpoint in find_checkpoints(directory):
+        label = family_label(checkpoint.config, checkpoint.family)
+        if label not in best or checkpoint.score > best[label].score:
+            best[label] = checkpoint
+    return dict(sorted(best.items()))
+
+
+def family_label(config: dict[str, Any], family: str | None = None) -> str:
+    """The model family, with a fixed-order loss named: that variant exists only to show its
+    collapse, so reports show it beside the permutation-invariant one instead of ranking them."""
+    family = family or family_of(config)
+    return f"{family}, fixed-order" if config.get("train", {}).get("loss") == "fixed" else family
 
 
 def summary_rows(best: dict[str, CheckpointInfo]) -> list[list[str]]:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from runner.results import METRIC
+from runner.results import METRIC, family_of
 
 
 class LiveView(Callback):
@@ -51,7 +51,7 @@ class LiveView(Callback):
         self.rows, self.baseline = state["rows"], state["baseline"]
 
     def _update(self, trial, **values) -> None:
-        row = self.rows.setdefault(trial.trial_id, {"family": _family(trial.config), "best": None})
+        row = self.rows.setdefault(trial.trial_id, {"family": family_of(trial.config.get("trial", {})), "best": None})
         row.update({k: v for k, v in values.items() if v is not None})
         if values.get("score") is not None:
             row["best"] = max(row["best"] or float("-inf"), values["score"])
@@ -70,10 +70,6 @@ class LiveView(Callback):
                 _db(row.get("score")), _db(row.get("best")),
             )
         return table
-
-
-def _family(config: dict[str, Any]) -> str:
-    return config.get("trial", {}).get("model", {}).get("family", "?")
 
 
 def _db(value: float | None) -> str:

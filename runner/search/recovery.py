@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from runner.errors import RunnerError, TrialDiverged
 from runner.search.outcomes import DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, UNFINISHED, TrialOutcome
-from runner.results import METRIC
+from runner.results import METRIC, family_of
 
 REASON_LENGTH = 200
 
@@ -89,7 +89,7 @@ def _outcome(trial: Trial, error: Exception | None, max_epochs: int) -> TrialOut
     failed = trial.status == Trial.ERROR
     return TrialOutcome(
         trial=trial.storage.trial_dir_name,
-        family=trial.config.get("trial", {}).get("model", {}).get("family", "?"),
+        family=family_of(trial.config.get("trial", {})),
         status=_status(trial.status, error, epochs, max_epochs),
         epochs=epochs,
         best_score=trial.metric_analysis.get(METRIC, {}).get("max"),

@@ -9,7 +9,6 @@ Tune's own experiment state makes `--resume` continue a stopped search.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import socket
 import tempfile
@@ -20,11 +19,8 @@ from typing import Any
 
 from runner.config import TrialConfig
 from runner.errors import RunnerError
-from runner.results import METRIC, STUDY_FILE, experiment_dir, read_experiment, write_experiment
+from runner.results import METRIC, SPACE_COPY, STUDY_FILE, experiment_dir, read_experiment, write_experiment
 from runner.space import SearchSpace, TuneSettings, load_space
-
-SPACE_COPY = "space.yaml"   # the search space, copied into the experiment for --resume
-
 
 @dataclass
 class TuneRequest:

@@ -8,10 +8,7 @@ weights, so a model is rebuilt from the checkpoint alone. It is loaded with
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import torch
 
 from runner.config import TrialConfig
 from runner.errors import RunnerError
+from runner.files import write_atomic, write_json_atomic
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
@@ -30,11 +28,11 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` atomically: a reader never sees a half-written file."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / MODEL_FILE, lambda f: torch.save(state, f))
+    write_atomic(directory / MODEL_FILE, lambda file: torch.save(state, file))
     summary = {key: state[key] for key in ("epoch", "metrics", "dataset", "input_shape")}
     summary["family"] = state["config"]["model"]["family"]
     summary["config"] = state["config"]
-    _atomic_write(directory / METRICS_FILE, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    write_json_atomic(directory / METRICS_FILE, summary)
     return directory
 
 
@@ -68,13 +66,3 @@ def rebuild_model(state: dict[str, Any]) -> tuple[torch.nn.Module, TrialConfig]:
     model.load_state_dict(state["model"])
     return model.eval(), config
 
-
-def _atomic_write(target: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

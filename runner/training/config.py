@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -23,3 +23,4 @@ class TrainConfig:
     compile: bool = False             # torch.compile the model (GPU runs mostly)
     precision: str = "auto"           # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 (autocast on CPU too) | fp32
     channels_last: bool | None = None # channels-last memory format; None: on GPU only
+    device: str | None = None         # cpu | cuda | cuda:N; None: a GPU when the run was given one

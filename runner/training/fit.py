@@ -17,6 +17,7 @@ import torch
 from runner.training.checkpoint import CHECKPOINT_FORMAT
 from runner.errors import TrialDiverged
 from runner.training.losses import total_loss
+from runner.training.schedules import lr_factor
 from runner.training.metrics import baseline_scores, separation_scores
 from runner.models import build_model
 from runner.data.sampler import PairData, PairSampler, load_pair_data, make_mixtures
@@ -107,23 +108,6 @@ def fit(
         if clock.out_of_time:
             break
     return metrics
-
-
-def lr_factor(schedule: str, progress: float) -> float:
-    """Learning-rate multiplier at `progress` in [0, 1] of the run.
-
-    Hand-written rather than a torch scheduler because progress may be measured in wall
-    time (a `minutes` budget), which torch's step-counting schedulers cannot follow.
-    """
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "onecycle":
-        warmup = 0.1
-        if progress < warmup:
-            return 0.04 + 0.96 * progress / warmup
-        return 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
-    return 1.0
 
 
 class Clock:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from runner.scoring import MIN_MSE, pit
+
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR per image (data range 1), shape [N]."""
     mse = (prediction - target).pow(2).flatten(1).mean(dim=1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+    return 10 * torch.log10(1.0 / mse.clamp_min(MIN_MSE))
 
 
 def _gaussian_window(channels: int, size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
@@ -47,11 +49,8 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def pit_score(score, output_1, output_2, source_a, source_b) -> torch.Tensor:
-    """Per-pair score under the better of the two assignments, shape [N]."""
-    output_1, output_2 = output_1.clamp(0, 1), output_2.clamp(0, 1)
-    direct = (score(output_1, source_a) + score(output_2, source_b)) / 2
-    swapped = (score(output_1, source_b) + score(output_2, source_a)) / 2
-    return torch.maximum(direct, swapped)
+    """Per-pair score of the outputs clamped to [0, 1], under the better of the two assignments, shape [N]."""
+    return pit(score, output_1.clamp(0, 1), output_2.clamp(0, 1), source_a, source_b, maximum=torch.maximum)
 
 
 def separation_scores(output_1, output_2, source_a, source_b) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from runner.training.checkpoint import save_checkpoint
-from runner.results import METRIC, write_experiment
+from runner.results import METRIC, SPACE_COPY, write_experiment
 from runner.training.fit import fit
 
 if TYPE_CHECKING:  # the config is a later stage: only its type is used here
@@ -51,7 +51,7 @@ class TrialRecorder:
 def train_one(config: TrialConfig, directory: Path, *, data_dir: str | None, source: str) -> dict[str, Any]:
     write_experiment(directory, {"kind": "train", "started": time.time(), "config_file": source,
                                  "data_dir": data_dir, "config": config.to_dict()})
-    shutil.copyfile(source, directory / "space.yaml")
+    shutil.copyfile(source, directory / SPACE_COPY)
     recorder = TrialRecorder(directory / TRIAL)
     console = Console(stderr=True)
     budget = f"{config.train.minutes:g} min" if config.train.minutes else f"{config.train.epochs} epochs"
