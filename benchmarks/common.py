@@ -1,6 +1,6 @@
 """What the benchmark scripts share: where the data is, a markdown table, the JSON file, timing.
 
-Each script is run as `python benchmarks/NAME.py [--json PATH]` from the repository root
+Each script is run as `python benchmarks/<script>.py [--json PATH]` from the repository root
 (or anywhere: paths are resolved from this file). Without the shared CIFAR-10 subset at
 `../shared/datasets/cifar-10-batches-py` (or `--data-dir`), a script says so and exits 0.
 """

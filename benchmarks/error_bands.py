@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         checkpoint = args.checkpoint or best_checkpoint_of(args.results, args.experiment)
-        model, config = rebuild_model(load_checkpoint(checkpoint))
+        state = load_checkpoint(checkpoint)
+        model = rebuild_model(state)
     except RunnerError as error:
         raise SystemExit(f"error_bands.py: {error}") from None
-    images = load_test_images(config.data, args.data_dir)
+    images = load_test_images(state.data_config, args.data_dir)
     pairs = torch.from_numpy(fixed_pairs(len(images), args.test_pairs, TEST_PAIRS_SEED))
     log(f"separating {len(pairs)} test pairs with {checkpoint}")
     with torch.no_grad():

@@ -138,9 +138,9 @@ def train_model(args, data_dir: Path, directory: Path):
     fit(config, report, data_dir=str(data_dir))
     save_checkpoint(directory, last["state"])
     state = last["state"]
-    info = CheckpointInfo(path=directory, trial="benchmark", family="unet", epoch=state["epoch"],
-                          metrics=state["metrics"], config=state["config"])
-    parameters = sum(value.numel() for key, value in state["model"].items() if not key.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    info = CheckpointInfo(path=directory, trial="benchmark", family="unet", epoch=state.epoch,
+                          metrics=state.metrics, config=state.config)
+    parameters = sum(value.numel() for key, value in state.model.items() if not key.endswith(("running_mean", "running_var", "num_batches_tracked")))
     return info, {"family": "unet", "widths": widths, "parameters": parameters, "epochs": args.epochs,
                   "train_s": time.perf_counter() - start, "val_pit_psnr": last["metrics"]["val_pit_psnr"]}
 
@@ -179,7 +179,7 @@ def torch_backend(checkpoint):
 
     from runner.training.checkpoint import load_checkpoint, rebuild_model
 
-    model, _ = rebuild_model(load_checkpoint(checkpoint.path))
+    model = rebuild_model(load_checkpoint(checkpoint.path))
 
     def run(batch):
         with torch.inference_mode():

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def trial_config(args, compiled: bool):
+def trial_config(args, device: str, compiled: bool):
     from runner.config import TrialConfig
 
     widths = [args.base_width * 2**level for level in range(args.depth)]
@@ -72,14 +72,14 @@ def trial_config(args, compiled: bool):
         "data": {"dataset": "cifar10", "val_images": 200, "val_pairs": 200},
         "model": {"family": "unet", "widths": widths, "bottleneck": widths[-1] * 2, "output": "consistent"},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "epoch_pairs": args.epoch_pairs,
-                  "lr": 3e-3, "schedule": "cosine", "threads": args.threads, "compile": compiled},
+                  "lr": 3e-3, "schedule": "cosine", "threads": args.threads, "compile": compiled, "device": device},
     })
 
 
 def measure(args, data_dir, device: str, compiled: bool) -> dict:
     from runner.training import fit as train
 
-    config = trial_config(args, compiled)
+    config = trial_config(args, device, compiled)
     bare = BareLoop(config, data_dir, device, compiled)
     project_times: list[float] = []
     bare_times: list[float] = []
@@ -88,7 +88,7 @@ def measure(args, data_dir, device: str, compiled: bool) -> dict:
         project_times.append(metrics["train_seconds"])  # fit's own timing of its training steps
         bare_times.append(bare.epoch())
 
-    last = train.fit(config, report, data_dir=str(data_dir), device=device)
+    last = train.fit(config, report, data_dir=str(data_dir))
     pairs = last["train_pairs"]  # the same in every epoch, and in the bare loop's
     # The first epoch of each only warms up.
     project = [pairs / t for t in project_times[1:]]
@@ -96,8 +96,8 @@ def measure(args, data_dir, device: str, compiled: bool) -> dict:
     return {
         "device": device,
         "compiled": compiled,
-        "bf16_autocast": device == "cuda",
-        "channels_last": device == "cuda",
+        "bf16_autocast": last["precision"] == "bf16",
+        "channels_last": device != "cpu",  # fit's default: on a GPU only
         "timed_epochs": len(project),
         "pairs_per_epoch": pairs,
         "project_pairs_per_s": median(project),
@@ -115,20 +115,21 @@ class BareLoop:
         import torch
 
         from runner.models import build_model
-        from runner.data.sampler import load_pair_data, make_mixtures, random_pairs
+        from runner.data.pairs import fixed_pairs
+        from runner.data.sampler import load_pair_data, make_mixtures
+        from runner.training.device import resolve
 
-        self.device = torch.device(device)
+        plan = resolve(config.train, gpu_ids=None)  # the device, precision and memory format fit uses
+        self.device = plan.torch_device
         data = load_pair_data(config.data, str(data_dir), self.device)
         torch.manual_seed(config.train.seed)
-        model = build_model(config.model, data.channels, data.image_size).to(self.device)
-        self.bf16 = device == "cuda"  # what fit does by default on each device
-        if device == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        model = build_model(config.model, data.channels, data.image_size).to(self.device, memory_format=plan.memory_format)
+        self.bf16 = plan.precision == "bf16"
         self.model = model
         self.forward = torch.compile(model) if compiled else model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         steps, batch = max(1, config.train.epoch_pairs // config.train.batch_size), config.train.batch_size
-        pairs = random_pairs(len(data.train), steps * batch, torch.Generator(device=self.device).manual_seed(1))
+        pairs = torch.from_numpy(fixed_pairs(len(data.train), steps * batch, seed=1)).to(self.device)
         self.batches = [make_mixtures(data.train, pairs[i * batch : (i + 1) * batch]) for i in range(steps)]
 
     def epoch(self) -> float:

@@ -81,7 +81,7 @@ def sequential_worker(args, data_dir: Path) -> list[dict]:
     for _ in range(args.trials):
         clock = {}
         start = time.perf_counter()
-        fit(TrialConfig.from_dict(trial_dict(args)), lambda m, state: clock.update(s=state["elapsed_s"]), data_dir=str(data_dir))
+        fit(TrialConfig.from_dict(trial_dict(args)), lambda m, state: clock.update(s=state.elapsed_s), data_dir=str(data_dir))
         trials.append({"own_s": clock["s"], "fit_wall_s": time.perf_counter() - start})
     return trials
 
@@ -97,7 +97,7 @@ def optuna_worker(args, data_dir: Path) -> list[dict]:
     def objective(trial):
         clock = {}
         start = time.perf_counter()
-        metrics = fit(TrialConfig.from_dict(trial_dict(args)), lambda m, state: clock.update(s=state["elapsed_s"]),
+        metrics = fit(TrialConfig.from_dict(trial_dict(args)), lambda m, state: clock.update(s=state.elapsed_s),
                       data_dir=str(data_dir))
         trials.append({"own_s": clock["s"], "fit_wall_s": time.perf_counter() - start})
         return metrics["val_pit_psnr"]
@@ -147,7 +147,7 @@ def size_epochs(args, data_dir: Path) -> tuple[int, dict]:
     clocks = []
     threads = torch.get_num_threads()
     log(f"pilot: 2 epochs of {pilot_pairs} pairs on 1 thread, to size trials of about {args.trial_seconds:g} s ...")
-    fit(TrialConfig.from_dict(settings), lambda m, state: clocks.append(state["elapsed_s"]), data_dir=str(data_dir))
+    fit(TrialConfig.from_dict(settings), lambda m, state: clocks.append(state.elapsed_s), data_dir=str(data_dir))
     torch.set_num_threads(threads)
     epoch_s = clocks[1] - clocks[0]  # the second epoch: warm, and with its validation, as in a trial
     pairs = args.trial_seconds / args.epochs / epoch_s * pilot_pairs
@@ -190,7 +190,7 @@ def run_tune(args, data_dir: Path, work: Path) -> dict:
         state = load_checkpoint(latest)
         end = (latest / "model.pt").stat().st_mtime
         first_start, last_end = min(first_start, end - rows[-1]["time_total_s"]), max(last_end, end)
-        trials.append({"own_s": state["elapsed_s"], "ray_time_total_s": rows[-1]["time_total_s"]})
+        trials.append({"own_s": state.elapsed_s, "ray_time_total_s": rows[-1]["time_total_s"]})
     if len(trials) != args.trials:
         raise RuntimeError(f"runner tune finished {len(trials)} of {args.trials} trials; see {work / 'tune.log'}")
     concurrency = max(1, min(args.trials, math.floor((os.cpu_count() or 1) / args.cpus_per_trial)))

@@ -9,13 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from runner.errors import RunnerError
 
-TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib")
+TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib", "pydantic")
 # Flags that shape a search; a resumed search keeps the ones it was started with.
 SEARCH_FLAGS = ("samples", "max_epochs", "name", "cpus_per_trial", "gpus_per_trial", "max_failures")
+
+
+class RunnerInterrupted(Exception):
+    """Ctrl-C, with the line that continues the interrupted work."""
+
+
 INSTALL_LINE = 'pip install "separation-runner[train]"   (from a checkout: pip install ".[train]")'
 
 
@@ -31,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"runner: error: `runner {args.command}` needs the training extra ({error.name} is missing); run: {INSTALL_LINE}", file=sys.stderr)
             return 2
         raise
+    except RunnerInterrupted as interrupted:
+        print(f"runner: {interrupted}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("runner: interrupted", file=sys.stderr)
         return 130
@@ -40,39 +50,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner", description="Search, train and export image-separation models.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    tune = commands.add_parser("tune", help="search a space with Ray Tune + Optuna (parallel trials)")
+    tune = _add_command(commands, "tune", "search a space with Ray Tune + Optuna (parallel trials)", """
+  runner tune --space unet                                  a built-in space, by name
+  runner tune --space my.yaml --samples 16 --max-epochs 8
+  runner tune --space unet train.lr=2e-3 model.depth=3      override keys of the space
+  runner tune --space unet 'train.lr={loguniform: [1e-4, 1e-2]}'
+  runner tune --resume unet-20261130-101500                 continue a stopped search""")
     source = tune.add_mutually_exclusive_group(required=True)
-    source.add_argument("--space", type=Path, help="search space YAML, e.g. search_spaces/unet.yaml")
+    source.add_argument("--space", help="a search space YAML file, or a built-in's name (`runner spaces` lists them)")
     source.add_argument("--resume", metavar="NAME", help="continue a stopped experiment")
+    _overrides(tune)
     tune.add_argument("--samples", type=_positive_int, help="number of trials (default: the space's tune.samples)")
     tune.add_argument("--max-epochs", type=_positive_int, help="epochs of the longest trial (default: the space's)")
     tune.add_argument("--name", help="experiment name (default: space file name and a timestamp)")
     tune.add_argument("--cpus-per-trial", type=_positive_float, help="CPUs per trial (default 1)")
-    tune.add_argument("--gpus-per-trial", type=_non_negative_float, help="GPUs per trial (default: share the GPUs if any)")
+    tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial: 1, or 1/k (0.5, 0.25, ...) for k trials "
+                      "sharing a GPU, or 0 for CPUs only (default: share the GPUs if any)")
     tune.add_argument("--address", help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default: a private local Ray)")
     tune.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last checkpoint")
     tune.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
     _common_run_flags(tune)
     tune.set_defaults(handler=_tune)
 
-    train = commands.add_parser("train", help="train one configuration (constants-only YAML), no search")
-    train.add_argument("--config", type=Path, required=True, help="YAML with constants only, e.g. search_spaces/best-cpu.yaml")
+    train = _add_command(commands, "train", "train one configuration (constants-only YAML), no search", """
+  runner train --config best-cpu --minutes 10 --name q      a built-in configuration, by name
+  runner train --config best-cpu train.batch_size=32        override keys of it
+  runner train --config my.yaml --max-epochs 5 --device cuda:1
+  runner train --resume q                                   continue q after Ctrl-C, a kill or a reboot""")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="a YAML file of constants, or a built-in's name (e.g. best-cpu)")
+    source.add_argument("--resume", metavar="NAME", help="continue a stopped run from its latest checkpoint")
+    _overrides(train)
     train.add_argument("--name", help="experiment name (default: config file name and a timestamp)")
-    train.add_argument("--minutes", type=_positive_float, help="wall-clock budget; ends with a final evaluation and checkpoint")
+    train.add_argument("--minutes", type=_positive_float,
+                       help="wall-clock budget: trains until it ends (or --max-epochs, if given, ends it sooner), "
+                            "then a final evaluation and checkpoint")
     train.add_argument("--max-epochs", type=_positive_int, help="epochs (default: the config's train.epochs)")
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's train.device, else a GPU when there is one)")
     _common_run_flags(train)
     train.set_defaults(handler=_train)
 
-    export = commands.add_parser("export", help="export an experiment's best checkpoint to ONNX")
-    export.add_argument("--best", action="store_true", help="export the best trial by validation PIT-PSNR (the default)")
+    export = _add_command(commands, "export", "export an experiment's best checkpoint to ONNX", """
+  runner export --best                                      the latest experiment's best trial
+  runner export --best --experiment q -o export/
+  runner export --trial trial_0 --precision int8""")
+    which = export.add_mutually_exclusive_group()  # which checkpoint; --best is also what no flag means
+    which.add_argument("--best", action="store_true", help="the experiment's best checkpoint by validation PIT-PSNR (the default)")
+    which.add_argument("--trial", metavar="ID", help="that trial's best checkpoint instead (ID: a trial name from the summary table)")
     export.add_argument("--experiment", help="experiment name (default: the latest)")
     export.add_argument("--results", type=_results_dir, default=Path("results"), help="results directory (default results/)")
     export.add_argument("-o", "--output", type=Path, default=Path("export"), help="output directory (default export/)")
     export.add_argument("--data-dir", help="dataset location for the parity check (default: the experiment's)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export of the same name")
     export.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
-                        help="fp32 (default); int8: static quantization, about 2x faster on CPU; fp16: half the file")
+                        help="fp32 (default); int8: static quantization, 1.16x fp32's images/s at batch 1 and 0.36x "
+                             "its file in the README's CPU benchmark; fp16: 0.56x the file, slower on CPU")
     export.set_defaults(handler=_export)
+
+    spaces = _add_command(commands, "spaces", "list the built-in search spaces, or copy one to edit", """
+  runner spaces                                             each built-in with its description
+  runner spaces copy unet my-unet.yaml                      an editable copy (never overwrites)""")
+    spaces_commands = spaces.add_subparsers(dest="spaces_command")
+    copy = spaces_commands.add_parser("copy", help="write an editable copy of a built-in space")
+    copy.add_argument("name", help="a built-in's name, e.g. unet")
+    copy.add_argument("file", type=Path, help="the new YAML file (refused if it exists)")
+    spaces.set_defaults(handler=_spaces)
 
     mixtures = commands.add_parser("mixtures", help="write test mixtures and their true sources as PNG files")
     mixtures.add_argument("--dataset", default="cifar10", help="cifar10, fashion-mnist, mnist or folder")
@@ -107,39 +149,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_command(commands, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=summary, description=summary, epilog="examples:" + examples,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="change a key of the YAML, e.g. train.lr=2e-3 (a value is YAML: a constant or a distribution)")
+
+
 def _common_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="dataset location (default: $RUNNER_DATA_DIR, system paths, download cache)")
     parser.add_argument("--results", type=_results_dir, default=Path("results"), help="results directory (default results/)")
 
 
 def _tune(args) -> int:
-    from runner.search import tune
+    from runner.search import private_ray_on_loopback, tune
     from runner.results import experiment_dir
-    from runner.space import load_space
+    from runner.space import check_for_tune, load_space
+
+    if not args.address:
+        private_ray_on_loopback()  # before anything below imports Ray
 
     if args.resume:
         changed = [f"--{flag.replace('_', '-')}" for flag in SEARCH_FLAGS if getattr(args, flag)]
         if changed:
             raise RunnerError(f"--resume continues a search as it was started; drop {', '.join(changed)}")
+        if args.overrides:
+            raise RunnerError(f"--resume continues a search as it was started; drop {' '.join(args.overrides)}")
         directory = experiment_dir(args.results, args.resume)
         request = tune.load_request(directory)
         if _search_finished(directory, request):
             print(f"experiment {args.resume} has already finished; nothing to resume")
             return _tune_summary(directory, request)
     else:
-        space = load_space(args.space)
+        space = load_space(args.space, args.overrides)
+        check_for_tune(space)
         settings = space.tune
         settings.samples = args.samples or settings.samples
         settings.max_epochs = args.max_epochs or settings.max_epochs
-        name = args.name or f"{args.space.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         directory = experiment_dir(args.results, name)
         if directory.exists():
             raise RunnerError(f"experiment {name} already exists in {args.results}; pick another --name or continue it with --resume {name}")
         request = tune.TuneRequest(
-            space_file=str(args.space.resolve()), name=name, results=str(args.results.resolve()),
+            space_file=str(space.path.resolve()), name=name, results=str(args.results.resolve()),
             data_dir=_absolute(args.data_dir), settings=settings,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-            max_failures=args.max_failures, seed=args.seed,
+            max_failures=args.max_failures, seed=args.seed, overrides=args.overrides, space_source=space.source,
         )
         _check_data(space, request.data_dir)
     tune.run(request, address=args.address, resume=bool(args.resume))
@@ -150,8 +208,9 @@ def _tune_summary(directory: Path, request) -> int:
     """Print what became of every trial and the best per family; the exit code says if the search ended."""
     from rich.console import Console
 
-    from runner.search.outcomes import DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, is_finished, print_outcomes
-    from runner.search.recovery import trial_outcomes
+    from runner.search.outcomes import (
+        DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, is_finished, print_outcomes, trial_outcomes,
+    )
     from runner.reports.report import print_summary
 
     outcomes = trial_outcomes(directory, request.settings.max_epochs)
@@ -170,35 +229,97 @@ def _tune_summary(directory: Path, request) -> int:
 
 def _train(args) -> int:
     from runner.results import experiment_dir
+    from runner.training.device import resolve
     from runner.training.standalone import train_one
     from runner.reports.report import print_summary
     from runner.space import load_space, resolve_constants
 
-    config = resolve_constants(load_space(args.config))
+    if args.resume:
+        return _train_resume(args)
+    space = load_space(args.config, args.overrides)
+    config = resolve_constants(space)
     config.train.minutes = args.minutes or config.train.minutes
     if args.max_epochs:
         config.train.epochs = args.max_epochs
     elif args.minutes:
-        config.train.epochs = 10_000  # the clock ends the run
-    name = args.name or f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config.train.epochs = None  # the clock alone ends the run
+    config.train.device = args.device or config.train.device
+    resolve(config.train, gpu_ids=None)  # a device this machine lacks fails now, before the experiment exists
+    name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     directory = experiment_dir(args.results, name)
     if directory.exists():
         raise RunnerError(f"experiment {name} already exists in {args.results}; pick another --name")
-    train_one(config, directory, data_dir=_absolute(args.data_dir), source=str(args.config))
+    with _resumable(directory):
+        train_one(config, directory, data_dir=_absolute(args.data_dir), space=space)
     print_summary(directory)
     return 0
 
 
+def _train_resume(args) -> int:
+    from runner.config import TrialConfig
+    from runner.reports.report import print_summary
+    from runner.results import experiment_dir, read_experiment
+    from runner.training.device import resolve
+    from runner.training.standalone import resume_one
+
+    given = [flag for flag in ("minutes", "max_epochs", "name", "device", "overrides") if getattr(args, flag)]
+    if given:
+        raise RunnerError(f"--resume continues a run as it was started; drop {', '.join('--' + f.replace('_', '-') for f in given)}")
+    directory = experiment_dir(args.results, args.resume)
+    stored = read_experiment(directory)
+    if stored.get("kind") != "train":
+        raise RunnerError(f"{args.resume} was not made by `runner train`; resume a search with `runner tune --resume`")
+    config = TrialConfig.from_dict(stored["config"])
+    resolve(config.train, gpu_ids=None)
+    with _resumable(directory):
+        resume_one(config, directory, data_dir=_absolute(args.data_dir) or stored.get("data_dir"))
+    print_summary(directory)
+    return 0
+
+
+@contextmanager
+def _resumable(directory: Path):
+    """Ctrl-C ends a training run with the line that continues it (its checkpoints stay)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise RunnerInterrupted(
+            f"interrupted; continue it with: runner train --resume {directory.name} --results {directory.parent}"
+        ) from None
+
+
 def _export(args) -> int:
-    from runner.export import export_checkpoint
+    from runner.export import export_checkpoint, trial_checkpoint
     from runner.results import best_checkpoint, find_experiment, stored_data_dir
 
     directory = find_experiment(args.results, args.experiment)
-    best = best_checkpoint(directory)
+    chosen = trial_checkpoint(directory, args.trial) if args.trial else best_checkpoint(directory)
     data_dir = args.data_dir or stored_data_dir(directory)
-    target = export_checkpoint(best, args.output, experiment=directory.name, data_dir=data_dir, overwrite=args.overwrite,
+    target = export_checkpoint(chosen, args.output, experiment=directory.name, data_dir=data_dir, overwrite=args.overwrite,
                                precision=args.precision)
-    print(f"exported {best.trial} (val PIT-PSNR {best.score:.2f} dB) to {target} and {target.with_suffix('.json')}")
+    print(f"exported {chosen.trial} (val PIT-PSNR {chosen.score:.2f} dB) to {target} and {target.with_suffix('.json')}")
+    return 0
+
+
+def _spaces(args) -> int:
+    from runner.space import builtin_space, builtin_spaces, load_space
+
+    if args.spaces_command == "copy":
+        path = builtin_space(args.name)
+        try:
+            with open(args.file, "x") as copy:  # "x": an existing file is never overwritten
+                copy.write(path.read_text())
+        except FileExistsError:
+            raise RunnerError(f"{args.file} already exists; pick another file name") from None
+        except OSError as error:
+            raise RunnerError(f"cannot write {args.file} ({error.strerror}); pick a folder you can write") from None
+        command = "train --config" if load_space(path).is_constant else "tune --space"
+        print(f"wrote {args.file}; edit it, then: runner {command} {args.file}")
+        return 0
+    spaces = builtin_spaces()
+    width = max(map(len, spaces))
+    for name, description in spaces.items():
+        print(f"{name:<{width}}  {description}")
     return 0
 
 
@@ -242,8 +363,7 @@ def _analyze_vae_terms(args) -> int:
 
 
 def _search_finished(directory: Path, request) -> bool:
-    from runner.search.outcomes import is_finished
-    from runner.search.recovery import trial_outcomes
+    from runner.search.outcomes import is_finished, trial_outcomes
 
     return is_finished(trial_outcomes(directory, request.settings.max_epochs), request.settings.samples)
 
@@ -281,13 +401,6 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 

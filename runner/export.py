@@ -27,7 +27,7 @@ from runner.training.checkpoint import load_checkpoint, rebuild_model
 from runner.config import TrialConfig
 from runner.errors import RunnerError
 from runner.scoring import psnr
-from runner.results import CheckpointInfo
+from runner.results import CheckpointInfo, find_checkpoints
 from runner.inference.sidecar import sidecar_path, write_sidecar
 
 OPSET = 18
@@ -35,6 +35,19 @@ PARITY_TOLERANCE = 1e-4
 PARITY_PAIRS = 64
 PRECISIONS = ("fp32", "fp16", "int8")  # fp32 is the exact export; the others are converted from it
 PRECISION_MIN_PSNR = 30.0  # dB, int8/fp16 outputs against the fp32 model's on validation mixtures
+
+
+def trial_checkpoint(directory: Path, trial: str) -> CheckpointInfo:
+    """The best checkpoint (by validation PIT-PSNR) of one trial, named by its directory as the summary shows it."""
+    checkpoints = find_checkpoints(directory)
+    of_trial = [checkpoint for checkpoint in checkpoints if checkpoint.trial == trial]
+    if not of_trial:
+        trials = ", ".join(sorted({checkpoint.trial for checkpoint in checkpoints})) or "none"
+        raise RunnerError(
+            f"experiment {directory.name} has no trial '{trial}' with a checkpoint; "
+            f"its trials with one: {trials}; pass one of them to --trial, or --best"
+        )
+    return max(of_trial, key=lambda checkpoint: checkpoint.score)
 
 
 def export_checkpoint(
@@ -50,7 +63,7 @@ def export_checkpoint(
     if precision not in PRECISIONS:
         raise RunnerError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     state = load_checkpoint(checkpoint.path)
-    model, config = rebuild_model(state)
+    model, config = rebuild_model(state), TrialConfig.from_dict(state.config)
     suffix = "" if precision == "fp32" else f"-{precision}"
     target = output_dir / f"{experiment}-{config.model.family}{suffix}.onnx"
     if not overwrite and (target.exists() or sidecar_path(target).exists()):
@@ -66,14 +79,14 @@ def export_checkpoint(
         if precision != "fp32":
             converted["precision_psnr_vs_fp32"] = round(convert_precision(staged, precision, mixtures), 2)
         write_sidecar(staged, {
-            "channels": state["input_shape"][0],
-            "image_size": state["input_shape"][1:],
+            "channels": state.input_shape[0],
+            "image_size": state.input_shape[1:],
             "size_multiple": model.size_multiple,
             "dynamic_spatial": model.dynamic_spatial,
             "family": config.model.family,
-            "dataset": state["dataset"],
-            "metrics": {k: v for k, v in state["metrics"].items() if k.startswith("val_")},
-            "epoch": state["epoch"],
+            "dataset": state.dataset,
+            "metrics": {k: v for k, v in state.metrics.items() if k.startswith("val_")},
+            "epoch": state.epoch,
             "experiment": experiment,
             "trial": checkpoint.trial,
             "checkpoint": str(checkpoint.path),

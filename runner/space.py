@@ -10,23 +10,45 @@ A value in the YAML is either a constant or one distribution:
 categorical values must be scalars. A `families:` section holds parameters that exist
 only for one model family (Optuna's conditional, define-by-run parameters). A `tune:`
 section holds the search's own defaults (samples, max_epochs, ASHA's grace period).
+
+A space is named by a path, or by the name of a built-in one (`unet`, `unet.yaml`): the
+YAML files of the repository's search_spaces/, shipped inside the package. `key=value`
+overrides on the command line (`train.lr=2e-3`, `'model.depth={int: [2, 4]}'`) change
+the YAML before it is checked, so they are checked exactly like it.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
-from runner.config import CHOICES, SECTIONS, TrialConfig, field_names
+from runner.config import SECTIONS, TrialConfig, field_names, refuse_other_families
 from runner.errors import RunnerError
+from runner.models import MODELS
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "logint")
 WIDTH_KEYS = ("base_width", "depth")
+# search_spaces/ of the repository, shipped as package data (in a checkout, runner/spaces links to it).
+BUILTIN_SPACES = Path(str(files("runner") / "spaces"))
+# Keys `runner tune` sets in every trial itself, and where a search says what it wants instead.
+SET_BY_TUNE = {"train.epochs": "every trial runs up to tune.max_epochs (ASHA's max_t); set that or pass --max-epochs"}
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, which reads `1e-3` (no dot) and `1.0e3` (no sign) as text;
+    this adds YAML 1.2's rule so they are the numbers a user means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 @dataclass
@@ -47,6 +69,16 @@ class SearchSpace:
     params: dict[str, dict[str, Any]]                                   # section -> key -> spec
     families: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     tune: TuneSettings = field(default_factory=TuneSettings)
+    source: str = ""                  # what the user named: a path, or "built-in NAME"
+    overrides: tuple[str, ...] = ()   # the command line's key=value changes, as given
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the YAML with the overrides applied
+
+    def yaml_text(self) -> str:
+        """The space as it ran: the file itself, or with overrides the YAML they made (for --resume)."""
+        if not self.overrides:
+            return self.path.read_text()
+        header = f"# {self.source}, with the overrides {' '.join(self.overrides)}\n"
+        return header + yaml.safe_dump(self.raw, sort_keys=False)
 
     @property
     def is_constant(self) -> bool:
@@ -59,24 +91,77 @@ class SearchSpace:
         return partial(suggest, space=self)
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    path = Path(path)
-    raw = _read_yaml(path)
+def load_space(name: str | Path, overrides: Sequence[str] = ()) -> SearchSpace:
+    """The space at the path `name`, or the built-in one called `name`, with `overrides` applied."""
+    path, source = locate_space(name)
+    raw = apply_overrides(_read_yaml(path), overrides)
     unknown = set(raw) - {*SECTIONS, "families", "tune"}
     if unknown:
         raise RunnerError(
             f"unknown section '{sorted(unknown)[0]}' in {path}; valid sections: "
             f"{', '.join([*SECTIONS, 'families', 'tune'])}"
         )
-    params = {section: _mapping(raw.get(section) or {}, f"{path}: {section}") for section in SECTIONS}
+    params = {section: _mapping(raw.get(section), f"{path}: {section}") for section in SECTIONS}
     families = {
-        family: {s: _mapping(v or {}, f"{path}: families.{family}.{s}") for s, v in sections.items()}
-        for family, sections in _mapping(raw.get("families") or {}, f"{path}: families").items()
+        family: {s: _mapping(v, f"{path}: families.{family}.{s}") for s, v in _mapping(sections, f"{path}: families.{family}").items()}
+        for family, sections in _mapping(raw.get("families"), f"{path}: families").items()
     }
-    tune = _tune_settings(raw.get("tune") or {}, path)
-    space = SearchSpace(path, params, families, tune)
+    tune = _tune_settings(raw.get("tune"), path)
+    space = SearchSpace(path, params, families, tune, source=source, overrides=tuple(overrides), raw=raw)
     _validate(space)
     return space
+
+
+def builtin_spaces() -> dict[str, str]:
+    """Each built-in space's name and one-line description (its YAML's first comment line)."""
+    spaces = {}
+    for path in sorted(BUILTIN_SPACES.glob("*.yaml")):
+        comments = [line.lstrip("#").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        spaces[path.stem] = comments[0] if comments else ""
+    return spaces
+
+
+def locate_space(name: str | Path) -> tuple[Path, str]:
+    """(file, what the user named) for a path that exists, else for a built-in space's name."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path, str(path.resolve())
+    if path.parent != Path("."):
+        raise RunnerError(f"{name} does not exist; pass a YAML file or a built-in space's name (`runner spaces`)")
+    builtin = builtin_space(str(name))
+    return builtin, f"built-in {builtin.stem}"
+
+
+def builtin_space(name: str) -> Path:
+    """The file of the built-in space `name` (`unet` or `unet.yaml`)."""
+    builtin = BUILTIN_SPACES / f"{name.removesuffix('.yaml')}.yaml"
+    if not builtin.is_file():
+        raise RunnerError(
+            f"{name} is neither a YAML file nor a built-in space; built-ins: {', '.join(builtin_spaces())} "
+            "(`runner spaces` describes them)"
+        )
+    return builtin
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`raw` with each `section.key=value` set; a value is YAML (a constant or `{loguniform: [a, b]}`)."""
+    raw = copy.deepcopy(raw)
+    for override in overrides:
+        key, equals, text = override.partition("=")
+        parts = key.split(".")
+        if not equals or len(parts) < 2 or not all(parts):
+            raise RunnerError(f"override '{override}' is not section.key=value; write e.g. train.lr=2e-3")
+        try:
+            value = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as error:
+            raise RunnerError(f"override {override}: the value is not valid YAML ({getattr(error, 'problem', error)})") from None
+        mapping = raw
+        for part in parts[:-1]:
+            mapping = mapping.setdefault(part, {})
+            if not isinstance(mapping, dict):
+                raise RunnerError(f"override {override}: {part} holds a value, not keys")
+        mapping[parts[-1]] = value
+    return raw
 
 
 def suggest(trial, space: SearchSpace) -> dict[str, Any]:
@@ -102,14 +187,27 @@ def resolve_constants(space: SearchSpace) -> TrialConfig:
     return TrialConfig.from_dict(suggest(None, space)["trial"])
 
 
+def check_for_tune(space: SearchSpace) -> None:
+    """Refuse what `runner tune` would silently overwrite in every trial."""
+    for where, _ in _all_specs(space):
+        for key, instead in SET_BY_TUNE.items():
+            if where == key or where.endswith(f".{key}"):
+                raise RunnerError(f"{space.path}: {where} is set by runner tune: {instead}")
+
+
 def expand_widths(resolved: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     model = resolved.get("model", {})
     if not any(key in model for key in WIDTH_KEYS):
         return resolved
+    if "widths" in model:
+        raise RunnerError("model.widths and model.base_width/depth both set the widths; keep one")
     resolved = copy.deepcopy(resolved)
     model = resolved["model"]
     base, depth = model.pop("base_width", 32), model.pop("depth", 4)
-    model["widths"] = [int(base) * 2**level for level in range(int(depth))]
+    for key, value in (("base_width", base), ("depth", depth)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RunnerError(f"model.{key} must be an integer greater than 0, got {value!r}")
+    model["widths"] = [base * 2**level for level in range(depth)]
     model.setdefault("bottleneck", model["widths"][-1] * 2)
     return resolved
 
@@ -131,17 +229,19 @@ def _is_distribution(spec: Any) -> bool:
     return isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS
 
 
-def _first_value(spec: Any) -> Any:
+def _candidates(spec: Any) -> list[Any]:
+    """The values to check a parameter with: the constant, every choice, or both bounds as drawn."""
     if not _is_distribution(spec):
-        return spec
-    return next(iter(spec.values()))[0]
+        return [spec]
+    kind, bounds = next(iter(spec.items()))
+    if kind in ("uniform", "loguniform"):
+        return [float(bound) for bound in bounds]  # Optuna draws floats, even between integer bounds
+    return list(bounds)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunnerError(f"search space {path} does not exist; pass a YAML file such as search_spaces/unet.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -154,10 +254,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise RunnerError(f"malformed YAML in {path}{where}: {problem}") from None
     if raw is None:
         raise RunnerError(f"{path} is empty; it needs at least a model section")
-    return _mapping(raw, str(path))
+    if not isinstance(raw, dict):
+        raise RunnerError(f"{path} must map sections to their keys (model:, train:, ...), got a {type(raw).__name__}")
+    return raw
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """`value` as a mapping; an empty section (`train:` with nothing under it) is an empty one."""
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise RunnerError(f"{where} must be a mapping of keys to values, got {type(value).__name__}")
     return value
@@ -174,7 +279,7 @@ def _tune_settings(raw: Any, path: Path) -> TuneSettings:
                 raise RunnerError(
                     f"tune.points_to_evaluate in {path} must be a list of mappings, e.g. [{{train.loss: fixed}}]"
                 )
-        elif not isinstance(value, int) or value < 1:
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RunnerError(f"tune.{key} in {path} must be a positive integer, got {value!r}")
     return TuneSettings(**raw)
 
@@ -191,29 +296,38 @@ def _validate(space: SearchSpace) -> None:
     for where, spec in _all_specs(space):
         _check_spec(spec, where, space.path)
     _check_points(space)
-    families = CHOICES[("model", "family")]
-    for family in space.families:
-        if family not in families:
+    for family, sections in space.families.items():
+        if family not in MODELS:
             raise RunnerError(
-                f"unknown model family '{family}' under families in {space.path}; valid: {', '.join(families)}"
+                f"unknown model family '{family}' under families in {space.path}; valid: {', '.join(MODELS)}"
             )
-    # Build one configuration per reachable family so unknown keys and values fail now,
-    # not hours into a search.
-    family_spec = space.params["model"].get("family", "unet")
-    reachable = family_spec["choice"] if _is_distribution(family_spec) else [family_spec]
-    for family in reachable:
-        resolved = {s: {k: _first_value(v) for k, v in keys.items()} for s, keys in space.params.items()}
-        resolved["model"]["family"] = family
-        for section, keys in space.families.get(family, {}).items():
+        for section in sections:
             if section not in SECTIONS:
                 raise RunnerError(f"unknown section '{section}' under families.{family} in {space.path}")
-            resolved[section].update({k: _first_value(v) for k, v in keys.items()})
-        try:
-            TrialConfig.from_dict(expand_widths(resolved))
-        except RunnerError as error:
-            raise RunnerError(f"{space.path}: {error}") from None
-        except TypeError as error:
-            raise RunnerError(f"{space.path}: {error}") from None
+    try:
+        _check_configs(space)
+    except RunnerError as error:
+        raise RunnerError(f"{space.path}: {error}") from None
+
+
+def _check_configs(space: SearchSpace) -> None:
+    """Build every configuration a value of the space can reach, one parameter at a time, for
+    every family it can draw: bad keys, types, ranges and choices fail now, not hours into a search."""
+    reachable = _candidates(space.params["model"].get("family", "unet"))
+    refuse_other_families(space.params, reachable)
+    for family, sections in space.families.items():
+        refuse_other_families(sections, [family])
+    for family in reachable:
+        params = {section: dict(keys) for section, keys in space.params.items()}
+        params["model"]["family"] = family
+        for section, keys in space.families.get(family, {}).items():
+            params[section].update(keys)
+        first = {section: {key: _candidates(spec)[0] for key, spec in keys.items()} for section, keys in params.items()}
+        TrialConfig.from_dict(expand_widths(first))
+        for section, keys in params.items():
+            for key, spec in keys.items():
+                for value in _candidates(spec)[1:]:
+                    TrialConfig.from_dict(expand_widths({**first, section: {**first[section], key: value}}))
 
 
 def _all_specs(space: SearchSpace):
@@ -264,12 +378,6 @@ def _check_spec(spec: Any, where: str, path: Path) -> None:
             raise RunnerError(
                 f"{where} in {path}: choices must be scalars; for widths search model.base_width and model.depth"
             )
-        section, key = where.split(".")[-2:]
-        allowed = CHOICES.get((section, key))
-        if allowed:
-            for value in bounds:
-                if value not in allowed:
-                    raise RunnerError(f"{where} in {path}: '{value}' is not one of {', '.join(allowed)}")
         return
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
         raise RunnerError(f"{where} in {path}: {kind} needs [low, high] numbers, got {bounds!r}")

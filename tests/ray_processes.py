@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -18,8 +19,11 @@ from typing import Callable
 
 import psutil
 
+from runner.search import SINGLE_MACHINE_SWITCH
+
 MARKER = "RUNNER_TEST_PROCESS_MARKER"
 REPO = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).parent / "ray"
 
 
 @dataclass
@@ -39,6 +43,9 @@ class MarkedProcesses:
         # The token file keeps Ray from writing one into the real ~/.ray of whoever runs the tests.
         self.env = {**os.environ, MARKER: self.marker, "RAY_AUTH_TOKEN_PATH": str(token),
                     "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        # An in-process `runner tune` of an earlier test sets the private-Ray switch in os.environ;
+        # processes started here choose for themselves, as they would from a fresh shell.
+        self.env.pop(SINGLE_MACHINE_SWITCH, None)
 
     def running(self) -> list[psutil.Process]:
         marked = []
@@ -82,6 +89,36 @@ def start_runner(processes: MarkedProcesses, log_dir: Path, *args) -> subprocess
         runner_command(*args), env=processes.env, cwd=REPO, start_new_session=True,
         stdout=open(log_dir / "driver.out", "w"), stderr=open(log_dir / "driver.err", "w"),
     )
+
+
+def start_ray_node(processes: MarkedProcesses, log: Path, temp_dir: Path, *args) -> subprocess.Popen:
+    """`ray start ARGS --block` with token auth, no dashboard, Ray's files in `temp_dir`; returns once its raylet serves.
+
+    `temp_dir` should be short (under /tmp): Ray's unix socket paths must stay under 108 bytes.
+    """
+    processes.env["RAY_AUTH_MODE"] = "token"
+    node = subprocess.Popen([str(RAY), "start", "--disable-usage-stats", "--include-dashboard", "false",
+                             "--temp-dir", str(temp_dir), "--block", *map(str, args)],
+                            env=processes.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    wait_for(lambda: raylet_of(node) is not None and _listens(raylet_of(node)), 120, f"the Ray node of {log.name}", node)
+    return node
+
+
+def _listens(process: psutil.Process) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN for c in process.net_connections(kind="inet"))
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
+def raylet_of(node: subprocess.Popen) -> psutil.Process | None:
+    return next((p for p in psutil.Process(node.pid).children(recursive=True) if p.name() == "raylet"), None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen | None = None) -> None:

@@ -62,7 +62,6 @@ def test_error_bands_split_the_error_of_a_checkpoint(tmp_path, cifar_dir):
                            "--figure", str(tmp_path / "bands.png"))
     for name in ("model", "average"):   # Parseval: the bands partition the spectrum, so they add up to the MSE
         assert sum(band[name] for band in report["bands"].values()) == pytest.approx(report[name]["mse"], rel=1e-4)
-    assert report["model"]["pit_psnr"] > report["average"]["pit_psnr"]
     assert 0 < report["model"]["luminance_share"] < 1
     assert (tmp_path / "bands.png").stat().st_size > 0
     without_figure = run_benchmark("error_bands", tmp_path, cifar_dir, "--checkpoint", str(checkpoint),

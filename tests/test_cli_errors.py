@@ -34,18 +34,14 @@ def processes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, processes) -> Path:
+def exported(tmp_path_factory, processes, cifar_dir) -> Path:
     """results/trained (one `runner train` epoch) and export/trained-unet.onnx + .json."""
-    from tests.conftest import SHARED_CIFAR
-
-    if not (SHARED_CIFAR / "data_batch_1").is_file():
-        pytest.skip(f"the shared CIFAR-10 subset is not at {SHARED_CIFAR}")
     root = tmp_path_factory.mktemp("exported")
     (root / "tiny.yaml").write_text("# runner train --config tiny.yaml (test-sized)\n" + tiny_trial(lr="2.0e-3"))
     for command in (("train", "--config", root / "tiny.yaml", "--max-epochs", 1, "--name", "trained"),
                     ("export", "--experiment", "trained", "-o", root / "export")):
         done = run_runner(processes, *command, "--results", root / "results",
-                          *(("--data-dir", SHARED_CIFAR) if command[0] == "train" else ()))
+                          *(("--data-dir", cifar_dir) if command[0] == "train" else ()))
         assert done.code == 0, done.err
     return root
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from runner.results import STUDY_FILE
-from tests.ray_processes import MarkedProcesses, wait_for
+from tests.ray_processes import RAY, MarkedProcesses, free_port, raylet_of, wait_for
 from tests.tiny_spaces import tiny_trial
 
 SPACE = """\
@@ -33,7 +32,6 @@ tune:
   max_epochs: 4
   grace_period: 4
 """ + tiny_trial(epoch_pairs=4096)  # epochs of a few seconds: the killed node is still training
-RAY = Path(sys.executable).parent / "ray"
 
 
 @pytest.fixture
@@ -56,16 +54,6 @@ def short_temp_dir():
 def start_node(processes: MarkedProcesses, log: Path, *args) -> subprocess.Popen:
     return subprocess.Popen([str(RAY), "start", "--num-cpus", "1", "--disable-usage-stats", "--block", *map(str, args)],
                             env=processes.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def raylet_of(node: subprocess.Popen) -> psutil.Process | None:
-    return next((p for p in psutil.Process(node.pid).children(recursive=True) if p.name() == "raylet"), None)
 
 
 def trial_workers_of(raylet: psutil.Process) -> set[int]:

@@ -1,5 +1,7 @@
-"""runner.data.sources against real files: the shared CIFAR-10 subset, Debian's Fashion-MNIST,
-small datasets written here, and downloads from a real HTTP server on the loopback."""
+"""runner.data.sources against files in the real formats: synthetic CIFAR-10 batches, IDX files
+and image folders written by tests/synthetic_data.py; the same reader tests again on the
+shared CIFAR-10 subset and Debian's Fashion-MNIST where those are installed; and downloads
+from a real HTTP server on the loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import hashlib
 import http.server
 import pickle
 import socket
-import struct
 import tarfile
 import threading
 from pathlib import Path
@@ -21,18 +22,41 @@ from PIL import Image
 from runner.data import sources as datasets
 from runner.data.sources import DATASETS, Images, download, load_images
 from runner.errors import RunnerError
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-CIFAR_SUBSET = SHARED_DATA / "cifar-10-batches-py"
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-needs_cifar = pytest.mark.skipif(
-    not CIFAR_SUBSET.is_dir(), reason=f"the shared CIFAR-10 subset is not at {CIFAR_SUBSET}"
+from tests.conftest import FASHION_MNIST, HOW_TO_GET_FASHION_MNIST, SHARED_CIFAR
+from tests.synthetic_data import (
+    CIFAR10_TRAIN_BATCHES, write_cifar_batch, write_cifar_folder, write_gray_pngs, write_idx_folder,
 )
-needs_fashion_mnist = pytest.mark.skipif(
-    not FASHION_MNIST.is_dir(),
-    reason=f"Fashion-MNIST is not at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)",
-)
+
+SYNTHETIC_FASHION_IMAGES = 50
+
+
+@pytest.fixture(params=["synthetic", "shared"])
+def cifar_folder(request, cifar_dir) -> Path:
+    """Each CIFAR-10 reader test runs on the synthetic batches, and on the shared subset where it is."""
+    if request.param == "synthetic":
+        return cifar_dir
+    if not (SHARED_CIFAR / "data_batch_1").is_file():
+        pytest.skip(f"the CIFAR-10 subset CI keeps beside the checkout is not at {SHARED_CIFAR}; "
+                    "the same test ran on synthetic batches")
+    return SHARED_CIFAR
+
+
+@pytest.fixture(params=["synthetic", "debian"])
+def fashion_mnist(request, tmp_path) -> tuple[Path | None, int]:
+    """(--data-dir, test images): the IDX readers on synthetic files, and on Debian's Fashion-MNIST where it is."""
+    if request.param == "synthetic":
+        folder = tmp_path / "fashion-mnist"
+        write_idx_folder(folder, SYNTHETIC_FASHION_IMAGES)
+        return folder, SYNTHETIC_FASHION_IMAGES
+    if not FASHION_MNIST.is_dir():
+        pytest.skip(f"Fashion-MNIST is not at {FASHION_MNIST} ({HOW_TO_GET_FASHION_MNIST}); "
+                    "the same test ran on synthetic IDX files")
+    return None, 10_000     # found in its system folder, with no --data-dir
+
+
+def raw_batch(path: Path) -> dict:
+    with path.open("rb") as file:
+        return pickle.load(file, encoding="bytes")
 
 
 @pytest.fixture(autouse=True)
@@ -40,44 +64,6 @@ def isolated_search(tmp_path_factory, monkeypatch):
     """No test reads the user's $RUNNER_DATA_DIR or writes into their real cache."""
     monkeypatch.delenv("RUNNER_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-
-
-# --- writing small datasets -------------------------------------------------------------
-
-
-def write_cifar_batch(path: Path, pixels: np.ndarray, labels: list[int]) -> None:
-    batch = {b"batch_label": b"made by a test", b"labels": labels, b"data": pixels.reshape(len(pixels), -1)}
-    path.write_bytes(pickle.dumps(batch, protocol=2))
-
-
-def write_cifar_folder(folder: Path, per_batch: int = 4) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{n}" for n in range(1, 6)] + ["test_batch"]:
-        pixels = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
-        write_cifar_batch(folder / name, pixels, rng.integers(0, 10, per_batch).tolist())
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes((0, 0, 0x08, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_idx_folder(folder: Path, images: int = 3) -> np.ndarray:
-    folder.mkdir(parents=True, exist_ok=True)
-    pixels = np.arange(images * 28 * 28, dtype=np.uint32).reshape(images, 28, 28) % 256
-    for prefix in ("train", "t10k"):
-        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(pixels)))
-        labels = np.arange(images) % 10
-        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
-    return pixels.astype(np.uint8)
-
-
-def write_gray_pngs(folder: Path, count: int, start: int = 0) -> None:
-    """Flat images whose single grey value (5 * index) tells them apart after any resize."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(start, start + count):
-        Image.new("L", (20 + index, 30), 5 * index).save(folder / f"image_{index:03d}.png")
 
 
 def grey_values(images: Images) -> set[int]:
@@ -114,72 +100,66 @@ def test_impossible_conversions_are_refused(conversion):
 # --- CIFAR-10 -----------------------------------------------------------------------------
 
 
-@needs_cifar
-@pytest.mark.parametrize("data_dir", [CIFAR_SUBSET, SHARED_DATA], ids=["batches-folder", "its-parent"])
-def test_cifar10_subset_reads_with_its_classes(data_dir):
+@pytest.mark.parametrize("through_parent", [False, True], ids=["batches-folder", "its-parent"])
+def test_cifar10_reads_every_batch_with_its_classes(cifar_folder, through_parent):
+    data_dir = cifar_folder.parent if through_parent else cifar_folder
     train = load_images("cifar10", "train", data_dir)
     test = load_images("cifar10", "test", data_dir)
     assert train.pixels.dtype == np.uint8 and train.pixels.shape[1:] == (3, 32, 32)
-    assert len(train.pixels) in (5_085, 50_000) and len(test.pixels) in (500, 10_000)
+    written = [raw_batch(cifar_folder / name)[b"labels"] for name in CIFAR10_TRAIN_BATCHES]
+    assert train.labels.tolist() == [label for labels in written for label in labels]
+    assert len(test.pixels) == len(raw_batch(cifar_folder / "test_batch")[b"labels"])
     for split in (train, test):
         assert split.labels.dtype == np.int64 and split.labels.shape == (len(split.pixels),)
-        assert split.labels.min() >= 0 and split.labels.max() <= 9
     assert len(set(train.labels.tolist())) == 10
     assert train.classes == datasets.CIFAR10_CLASSES
 
 
-@needs_cifar
-def test_cifar10_rows_become_red_green_blue_planes():
-    with (CIFAR_SUBSET / "test_batch").open("rb") as file:
-        raw = pickle.load(file, encoding="bytes")
-    images = load_images("cifar10", "test", CIFAR_SUBSET)
+def test_cifar10_rows_become_red_green_blue_planes(cifar_folder):
+    raw = raw_batch(cifar_folder / "test_batch")
+    images = load_images("cifar10", "test", cifar_folder)
     first = raw[b"data"][0]
     np.testing.assert_array_equal(images.pixels[0, 0].ravel(), first[:1024])
     np.testing.assert_array_equal(images.pixels[0, 2].ravel(), first[2048:])
     assert images.labels[0] == raw[b"labels"][0]
 
 
-@needs_cifar
-def test_cifar10_gray_matches_pil_luma():
-    rgb = load_images("cifar10", "test", CIFAR_SUBSET)
-    gray = load_images("cifar10", "test", CIFAR_SUBSET, channels=1)
+def test_cifar10_gray_matches_pil_luma(cifar_folder):
+    rgb = load_images("cifar10", "test", cifar_folder)
+    gray = load_images("cifar10", "test", cifar_folder, channels=1)
     assert gray.pixels.shape == (len(rgb.pixels), 1, 32, 32)
-    for index in (0, 1, 499):
+    for index in (0, 1, len(rgb.pixels) - 1):
         expected = Image.fromarray(rgb.pixels[index].transpose(1, 2, 0)).convert("L")
         np.testing.assert_array_equal(gray.pixels[index, 0], np.asarray(expected))
 
 
-@needs_cifar
-def test_cifar10_resize_matches_pil_bilinear():
-    rgb = load_images("cifar10", "test", CIFAR_SUBSET)
-    small = load_images("cifar10", "test", CIFAR_SUBSET, image_size=16)
+def test_cifar10_resize_matches_pil_bilinear(cifar_folder):
+    rgb = load_images("cifar10", "test", cifar_folder)
+    small = load_images("cifar10", "test", cifar_folder, image_size=16)
     assert small.pixels.shape == (len(rgb.pixels), 3, 16, 16)
     expected = Image.fromarray(rgb.pixels[7].transpose(1, 2, 0)).resize((16, 16), Image.Resampling.BILINEAR)
     np.testing.assert_array_equal(small.pixels[7], np.asarray(expected).transpose(2, 0, 1))
 
 
-@needs_cifar
-def test_changing_returned_arrays_leaves_the_next_load_alone():
-    first = load_images("cifar10", "test", CIFAR_SUBSET)
+def test_changing_returned_arrays_leaves_the_next_load_alone(cifar_folder):
+    first = load_images("cifar10", "test", cifar_folder)
     original = first.pixels[0].copy()
     first.pixels[0] = 0
     first.labels[0] = 99
-    again = load_images("cifar10", "test", CIFAR_SUBSET)
+    again = load_images("cifar10", "test", cifar_folder)
     np.testing.assert_array_equal(again.pixels[0], original)
     assert again.labels[0] != 99
 
 
-@needs_cifar
-def test_data_dir_from_the_environment(monkeypatch):
-    monkeypatch.setenv("RUNNER_DATA_DIR", str(SHARED_DATA))
+def test_data_dir_from_the_environment(cifar_folder, monkeypatch):
+    monkeypatch.setenv("RUNNER_DATA_DIR", str(cifar_folder.parent))
     assert load_images("cifar10", "test").pixels.shape[1:] == (3, 32, 32)
 
 
-@needs_cifar
-def test_truncated_cifar_batch_is_named(tmp_path):
+def test_truncated_cifar_batch_is_named(cifar_folder, tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    (folder / "test_batch").write_bytes((CIFAR_SUBSET / "test_batch").read_bytes()[:5_000])
+    (folder / "test_batch").write_bytes((cifar_folder / "test_batch").read_bytes()[:5_000])
     with pytest.raises(RunnerError, match=r"test_batch is corrupt.*delete it"):
         load_images("cifar10", "test", tmp_path)
 
@@ -199,28 +179,40 @@ def test_cifar_batch_cannot_run_code(tmp_path):
 
 
 def test_cifar_folder_without_meta_uses_the_official_classes(tmp_path):
-    write_cifar_folder(tmp_path, per_batch=3)
+    write_cifar_folder(tmp_path, per_batch=3, label_names=None)
     train = load_images("cifar10", "train", tmp_path)
     assert train.pixels.shape == (15, 3, 32, 32)
     assert train.classes == datasets.CIFAR10_CLASSES
 
 
+def test_cifar_meta_names_the_classes(tmp_path):
+    names = tuple(f"class {letter}" for letter in "abcdefghij")
+    write_cifar_folder(tmp_path, per_batch=2, label_names=names)
+    assert load_images("cifar10", "test", tmp_path).classes == names
+
+
+def test_cifar_meta_without_ten_names_is_named(tmp_path):
+    write_cifar_folder(tmp_path, per_batch=2, label_names=("cat", "dog"))
+    with pytest.raises(RunnerError, match=r"batches.meta is corrupt.*10 label_names"):
+        load_images("cifar10", "test", tmp_path)
+
+
 # --- MNIST and Fashion-MNIST --------------------------------------------------------------
 
 
-@needs_fashion_mnist
-def test_fashion_mnist_from_the_debian_package():
-    test = load_images("fashion-mnist", "test")
-    assert test.pixels.shape == (10_000, 1, 28, 28) and test.pixels.dtype == np.uint8
-    assert test.labels.dtype == np.int64 and np.bincount(test.labels).tolist() == [1_000] * 10
+def test_fashion_mnist_reads_with_its_classes(fashion_mnist):
+    data_dir, count = fashion_mnist
+    test = load_images("fashion-mnist", "test", data_dir)
+    assert test.pixels.shape == (count, 1, 28, 28) and test.pixels.dtype == np.uint8
+    assert test.labels.dtype == np.int64 and np.bincount(test.labels).tolist() == [count // 10] * 10
     assert test.classes[0] == "T-shirt/top" and len(test.classes) == 10
 
 
-@needs_fashion_mnist
-def test_fashion_mnist_to_rgb_repeats_the_gray_plane():
-    gray = load_images("fashion-mnist", "test")
-    rgb = load_images("fashion-mnist", "test", channels=3)
-    assert rgb.pixels.shape == (10_000, 3, 28, 28)
+def test_fashion_mnist_to_rgb_repeats_the_gray_plane(fashion_mnist):
+    data_dir, count = fashion_mnist
+    gray = load_images("fashion-mnist", "test", data_dir)
+    rgb = load_images("fashion-mnist", "test", data_dir, channels=3)
+    assert rgb.pixels.shape == (count, 3, 28, 28)
     for channel in range(3):
         np.testing.assert_array_equal(rgb.pixels[:, channel], gray.pixels[:, 0])
 

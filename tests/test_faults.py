@@ -19,7 +19,7 @@ from tests.ray_processes import (
 )
 from tests.tiny_spaces import tiny_trial
 
-TOO_MANY_VAL_IMAGES = 100_000   # more than the CIFAR-10 subset has: fails when the trial loads its data
+TOO_MANY_VAL_IMAGES = 100_000   # more than CIFAR-10's 50,000 training images: fails when the trial loads its data
 NAN_LR = "1.0e+20"              # Adam steps of 1e20 overflow the activations: the loss becomes NaN in epoch 1
 
 FAULTY = """\
@@ -54,7 +54,7 @@ def test_diverged_and_errored_trials_are_reported_and_the_search_goes_on(tmp_pat
     assert run.code == 0, run.err
     assert "faulty: 3 trials: 1 finished, 1 diverged, 1 errored" in run.out
     assert "diverged: loss became nan in epoch 1; lower train.lr" in run.out
-    assert f"errored: cifar10 has 5085 training images, too few to hold out {TOO_MANY_VAL_IMAGES}" in run.out
+    assert f"errored: cifar10 has {training_images(cifar_dir)} training images, too few to hold out {TOO_MANY_VAL_IMAGES}" in run.out
     assert "Traceback" not in run.out + run.err
     study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{tmp_path / 'R' / 'faulty' / STUDY_FILE}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
@@ -94,6 +94,12 @@ def test_max_failures_retries_a_killed_trial_from_its_last_checkpoint(tmp_path, 
     assert rows[-1]["epoch"] == 3
     assert any(row["epoch"] > row["iterations_since_restore"] for row in rows), "the retry started from scratch"
     assert retries(experiment)[checkpointed] >= 1
+
+
+def training_images(data_dir) -> int:
+    from runner.data.sources import load_images
+
+    return len(load_images("cifar10", "train", data_dir).pixels)
 
 
 def retries(experiment) -> dict[str, int]:

@@ -28,7 +28,7 @@ def test_every_entry_reads_a_constants_only_config():
     assert len(configs) == len(quality.ENTRIES) - 1     # all but the Average baseline train
     for name in configs:
         path = REPO / "search_spaces" / name
-        assert path.read_text().startswith(f"# runner train --config search_spaces/{name} ")
+        assert path.read_text().splitlines()[2].startswith(f"# runner train --config {path.stem} ")
         resolve_constants(load_space(path))
 
 
@@ -62,3 +62,20 @@ def test_missing_dataset_skips_with_a_reason(tmp_path):
     assert result.returncode == 0
     assert "skipped" in result.stderr and "nowhere" in result.stderr
     assert "skipped" in json.loads((tmp_path / "q.json").read_text())
+
+
+def test_the_best_of_the_run_is_marked_from_the_measured_scores():
+    quality = load_benchmark()
+
+    def report(scores: dict[str, float]) -> dict:
+        entries = {key: {"label": key.upper(), "config": None, "pit_psnr": psnr, "pit_ssim": 0.5, "gain_db": psnr - 15.0}
+                   for key, psnr in scores.items()}
+        return {"entries": entries, "best": None, "test_pairs": 2, "minutes_per_entry": 1, "threads": 1,
+                "machine": {"processor": "cpu"}, "smoke": False}
+
+    marked = lambda table: [line for line in table.splitlines() if quality.BEST_MARK in line]  # noqa: E731
+    assert marked(quality.markdown(report({"average": 15.0, "plain_unet": 17.1, "best_cpu": 16.9}))) == [
+        f"| **PLAIN_UNET{quality.BEST_MARK}** | - | 17.10 | 0.500 | +2.10 | - | - |"]
+    assert "**AVERAGE" in marked(quality.markdown(report({"average": 15.0, "original": 14.8})))[0]
+    for entry in quality.ENTRIES:  # no label claims a rank the run did not measure
+        assert "best overall" not in entry.label and quality.BEST_MARK.strip() not in entry.label

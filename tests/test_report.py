@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.synthetic_data import write_image_folder
+
 BIN = Path(sys.executable).parent
 SEARCH_FIGURES = {"curves.png", "best.png", "separations.png", "history.png", "importances.png"}
 
@@ -65,23 +67,6 @@ def run(command: list[str], expect: int = 0) -> subprocess.CompletedProcess:
     result = subprocess.run([str(BIN / command[0]), *command[1:]], capture_output=True, text=True, timeout=600)
     assert result.returncode == expect, f"{command[:2]} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
-
-
-def write_image_folder(folder: Path, count: int = 80) -> Path:
-    """Stripes and gradients in png, jpg and webp, of assorted sizes and modes (RGB, gray, RGBA)."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    for number in range(count):
-        height, width = rng.integers(18, 60, size=2)
-        rows, columns = np.mgrid[0:height, 0:width]
-        period = rng.uniform(2, 8)
-        pixels = np.stack([127 + 127 * np.sin(columns / period + phase) * rows / height
-                           for phase in rng.uniform(0, 6, size=3)], axis=-1).astype(np.uint8)
-        image = Image.fromarray(pixels)
-        image = (image, image.convert("L"), image.convert("RGBA"))[number % 3]
-        suffix = ("png", "jpg", "webp")[number % 3]
-        image.convert("RGB" if suffix == "jpg" else image.mode).save(folder / f"image_{number:03d}.{suffix}")
-    return folder
 
 
 @pytest.fixture(scope="module")

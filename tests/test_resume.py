@@ -1,5 +1,5 @@
 """`runner tune --resume`: a search whose driver was stopped (SIGINT) or killed (SIGKILL)
-continues to every trial finished, its Optuna study holding each trial exactly once.
+continues to every trial finished, its Optuna study holding each trial Tune ran exactly once.
 
 The end-to-end tests run `runner tune` as a real process on a real local Ray, stop it
 after the first checkpoint, and resume it. The searcher test plays the one race those
@@ -21,6 +21,7 @@ from tests.ray_processes import (
 )
 from tests.tiny_spaces import tiny_trial
 from runner.results import METRIC, STUDY_FILE
+from runner.search.searcher import RETRY_OF
 
 SAMPLES, EPOCHS = 4, 3
 SPACE = """\
@@ -98,7 +99,7 @@ def define_by_run(trial):
 
 
 def searcher(tmp_path):
-    from runner.search.recovery import ResumableOptunaSearch
+    from runner.search.searcher import ResumableOptunaSearch
 
     return ResumableOptunaSearch(
         space=define_by_run, metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=0),
@@ -110,7 +111,7 @@ def result(score: float, epoch: int) -> dict:
     return {METRIC: score, "training_iteration": epoch}
 
 
-def test_study_holds_each_trial_once_when_the_driver_died_between_snapshots(tmp_path):
+def test_study_stays_exact_when_the_driver_died_between_snapshots(tmp_path):
     first = searcher(tmp_path)
     first.suggest("a")
     first.suggest("b")
@@ -122,14 +123,18 @@ def test_study_holds_each_trial_once_when_the_driver_died_between_snapshots(tmp_
     second.restore(str(tmp_path / "snapshot.pkl"))
     second.on_trial_result("a", result(10.0, 3))        # Tune re-runs a's last epoch from its checkpoint
     second.on_trial_complete("a", result(10.0, 3))
-    assert second.suggest("d") == asked_after_snapshot  # the new trial takes up c's place in the study
+    assert second.suggest("d") == asked_after_snapshot  # the new trial runs c's parameters again
     second.on_trial_complete("b", result(11.0, 3))
     second.on_trial_complete("d", result(12.0, 3))
 
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path / STUDY_FILE}")
     assert [(t.number, t.state, t.value) for t in study.trials] == [
-        (0, TrialState.COMPLETE, 10.0), (1, TrialState.COMPLETE, 11.0), (2, TrialState.COMPLETE, 12.0),
+        (0, TrialState.COMPLETE, 10.0), (1, TrialState.COMPLETE, 11.0),
+        (2, TrialState.FAIL, None),                     # c: asked for, never recorded, never run
+        (3, TrialState.COMPLETE, 12.0),                 # d: c's parameters, run
     ]
+    assert study.trials[3].user_attrs == {RETRY_OF: 2}
+    assert study.trials[3].params == study.trials[2].params
 
 
 def test_plain_optuna_search_would_leave_the_study_wrong(tmp_path):
@@ -158,8 +163,11 @@ def assert_every_trial_finished_once(experiment) -> None:
     assert len(trials) == SAMPLES
     assert {trial.status for trial in trials} == {"TERMINATED"}
     study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{experiment / STUDY_FILE}")
-    assert len(study.trials) == SAMPLES
-    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    ran = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ran) == SAMPLES
+    # Any other entry is an attempt the killed driver asked for and never recorded, run again since.
+    retried = {t.user_attrs.get(RETRY_OF) for t in ran}
+    assert all(t.state == TrialState.FAIL and t.number in retried for t in study.trials if t not in ran)
     for trial in trials:
         rows = [json.loads(line) for line in (experiment / trial.storage.trial_dir_name / "result.json").open()]
         assert rows[-1]["epoch"] == EPOCHS

@@ -11,7 +11,7 @@ import torch
 
 from runner.config import TrialConfig
 from runner.models import build_model
-from runner.space import load_space, resolve_constants, suggest
+from runner.space import builtin_spaces, check_for_tune, load_space, resolve_constants, suggest
 
 SPACES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").glob("*.yaml"))
 DRAWS = 6
@@ -28,7 +28,11 @@ def drawn_configs(path: Path) -> list[TrialConfig]:
 
 @pytest.mark.parametrize("path", SPACES, ids=[path.name for path in SPACES])
 def test_every_drawn_configuration_builds_and_separates(path):
-    assert path.read_text().startswith("# runner "), "each space opens with the command that runs it"
+    description, _, command = path.read_text().splitlines()[:3]
+    assert description.startswith("# ") and builtin_spaces()[path.stem] == description[2:]
+    assert command.startswith(f"# runner ") and f" {path.stem} " in f"{command} ", "its command names it"
+    if command.startswith("# runner tune"):
+        check_for_tune(load_space(path))  # sets nothing that `runner tune` overwrites
     for config in drawn_configs(path):
         channels, height, width = SHAPES[config.data.dataset]
         model = build_model(config.model, channels, (height, width)).eval()

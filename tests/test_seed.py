@@ -1,4 +1,5 @@
-"""search_spaces/seed.yaml: the original exercise, and its finding on a shortened run.
+"""search_spaces/seed.yaml: the original exercise, and its finding on a shortened run on real
+images (the shared CIFAR-10 subset, or Fashion-MNIST where that is absent).
 
 A U-Net trained with the fixed-order loss (head 1 <- a, head 2 <- b) can do no better
 than return the mixture twice, the Average baseline; the permutation-invariant loss lets
@@ -22,6 +23,9 @@ from runner.space import load_space, suggest
 SEED = Path(__file__).resolve().parents[1] / "search_spaces" / "seed.yaml"
 BIN = Path(sys.executable).parent
 SHORT_EPOCHS = 4
+# From sigmoid heads at 0.5, the fixed-order model climbs to the Average baseline more slowly on
+# Fashion-MNIST's dark backgrounds: 11.3, 13.7, 14.0, 14.5, 14.6, 14.6 dB against 14.65.
+FASHION_MNIST_EPOCHS = 6
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:
@@ -45,12 +49,17 @@ def test_seed_space_is_the_original_configuration_under_both_losses():
 
 
 @pytest.mark.slow
-def test_fixed_order_stays_at_the_baseline_while_pit_beats_it(tmp_path, cifar_dir):
+def test_fixed_order_stays_at_the_baseline_while_pit_beats_it(tmp_path, real_images):
     raw = yaml.safe_load(SEED.read_text())
-    raw["tune"].update(max_epochs=SHORT_EPOCHS, grace_period=SHORT_EPOCHS)
+    epochs = SHORT_EPOCHS
+    if real_images.dataset != "cifar10":
+        # Fashion-MNIST's 28-pixel sides, resized to 32: the four levels halve them to 2.
+        raw["data"].update(dataset=real_images.dataset, image_size=32)
+        epochs = FASHION_MNIST_EPOCHS
+    raw["tune"].update(max_epochs=epochs, grace_period=epochs)
     (tmp_path / "seed-short.yaml").write_text(yaml.safe_dump(raw))
     results = tmp_path / "R"
-    run(["runner", "tune", "--space", str(tmp_path / "seed-short.yaml"), "--data-dir", str(cifar_dir),
+    run(["runner", "tune", "--space", str(tmp_path / "seed-short.yaml"), "--data-dir", str(real_images.data_dir),
          "--name", "seed-short", "--results", str(results)])
     run(["runner", "report", "--experiment", "seed-short", "--results", str(results)])
 

@@ -6,6 +6,7 @@ mixture through SpaceToDepth/DepthToSpace, which fail unless H and W are multipl
 so a missing pad would fail the run rather than pass unnoticed.
 """
 
+import ctypes
 import io
 import json
 import os
@@ -145,8 +146,9 @@ def cli(capfd):
     return run
 
 
-def assert_one_error(result: Result, *fragments: str) -> str:
-    assert result.code != 0
+def assert_one_error(result: Result, *fragments: str, code: int = 2) -> str:
+    """One `separate: error:` line and the exit status: 2 refused or stopped, 1 some inputs failed."""
+    assert result.code == code, result.err
     assert "Traceback" not in result.err
     lines = result.err.splitlines()
     assert len(lines) == 1, result.err
@@ -373,8 +375,7 @@ def test_bad_input_is_one_line_and_the_others_still_run(tmp_path, rgb_model, cli
 
     result = cli(bad, good, "-o", out, "--model", rgb_model, *flags)
 
-    line = assert_one_error(result, str(bad), complaint)
-    assert result.code == 1
+    line = assert_one_error(result, str(bad), complaint, code=1)
     assert str(good) not in line
     assert sorted(p.name for p in out.iterdir()) == ["good_1.png", "good_2.png"]
     assert_no_temporaries(tmp_path)
@@ -386,7 +387,7 @@ def test_fixed_size_model_says_which_size_it_needs(tmp_path, gray_fixed_model, c
 
     result = cli(wrong, right, "-o", tmp_path / "out", "--model", gray_fixed_model)
 
-    assert_one_error(result, "wrong.png", "needs 16x16 images, got 20x12", "resize it first")
+    assert_one_error(result, "wrong.png", "needs 16x16 images, got 20x12", "resize it first", code=1)
     assert (tmp_path / "out" / "right_2.png").exists()
     assert not (tmp_path / "out" / "wrong_1.png").exists()
 
@@ -417,15 +418,31 @@ def test_output_dir_nobody_can_write_is_refused(rgb_model, one_image, cli):
     assert_one_error(cli(one_image, "-o", "/proc/self", "--model", rgb_model), "cannot write to /proc/self")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes to read-only folders")
-def test_read_only_output_dir_is_refused(tmp_path, rgb_model, one_image, cli):
+# linux/prctl.h and linux/capability.h: root writes to read-only folders only through this capability.
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE = 24, 1
+
+
+def obey_folder_modes() -> None:
+    """Run in the child before exec: without CAP_DAC_OVERRIDE even root is refused a read-only folder."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE) failed")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="drops a Linux capability so that root is refused too")
+def test_read_only_output_dir_is_refused(tmp_path, rgb_model, one_image):
     out = tmp_path / "out"
     out.mkdir()
     out.chmod(0o500)
+    as_root = os.geteuid() == 0
     try:
-        assert_one_error(cli(one_image, "-o", out, "--model", rgb_model), "cannot write to", "Permission denied")
+        done = subprocess.run([str(Path(sys.executable).parent / "separate"), str(one_image), "-o", str(out),
+                               "--model", str(rgb_model)], capture_output=True, text=True, timeout=120,
+                              preexec_fn=obey_folder_modes if as_root else None)
     finally:
         out.chmod(0o700)
+    assert_one_error(Result(done.returncode, done.stdout, done.stderr), "cannot write to", "Permission denied")
+    assert list(out.iterdir()) == []
 
 
 def test_existing_outputs_are_kept_without_overwrite(tmp_path, rgb_model, one_image, cli):
@@ -486,8 +503,7 @@ def test_interrupted_write_leaves_no_half_written_png(tmp_path, rgb_model, one_i
 
     result = cli(one_image, "-o", tmp_path / "out", "--model", rgb_model)
 
-    assert result.code == 130
-    assert_one_error(result, "interrupted")
+    assert_one_error(result, "interrupted", code=130)
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -1,2 +1,2 @@
-"""Stage 1, data: images on disk (`sources`), which images form a pair (`pairs`), and the
+"""Data: images on disk (`sources`), which images form a pair (`pairs`), and the
 torch sampler that turns them into training and validation mixtures (`sampler`)."""

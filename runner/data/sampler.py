@@ -3,7 +3,7 @@
 Images stay uint8 on the training device (GPU included) and pairs are built there by
 indexing, so there is no DataLoader between the data and the model. Validation pairs
 are drawn once from a fixed seed, so every trial of every experiment scores the same
-pairs; a training epoch draws new ones from the trial's own generator.
+pairs; a training epoch draws new ones from the trial's seed and the epoch number.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # type only: runner.data.config checks names against this mod
     from runner.data.config import DataConfig
 
 SPLIT_SEED = 1234       # which training images are held out for validation
-AUGMENTS = ("none", "flip", "sources")  # none | flip (both sources together) | sources (each on its own)
 
 
 @dataclass
@@ -38,6 +37,9 @@ class PairData:
     @property
     def image_size(self) -> tuple[int, int]:
         return tuple(self.train.shape[-2:])
+
+    def to(self, device: str | torch.device) -> PairData:
+        return PairData(self.train.to(device), self.val.to(device), self.val_pairs.to(device))
 
 
 def load_pair_data(config: DataConfig, data_dir=None, device: str | torch.device = "cpu") -> PairData:
@@ -67,19 +69,6 @@ def load_test_images(config: DataConfig, data_dir=None) -> torch.Tensor:
     return torch.from_numpy(images.pixels)
 
 
-def random_pairs(image_count: int, pair_count: int, generator: torch.Generator) -> torch.Tensor:
-    if image_count < 2:
-        raise RunnerError(f"need at least 2 images to make pairs, got {image_count}")
-    device = generator.device
-    first = torch.cat([
-        torch.randperm(image_count, generator=generator, device=device)
-        for _ in range(-(-pair_count // image_count))
-    ])[:pair_count]
-    # An offset in [1, N-1] makes the second image always differ from the first.
-    offset = torch.randint(1, image_count, (pair_count,), generator=generator, device=device)
-    return torch.stack([first, (first + offset) % image_count], dim=1)
-
-
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
@@ -90,56 +79,85 @@ def make_mixtures(images: torch.Tensor, pairs: torch.Tensor):
     return (source_a + source_b) / 2, source_a, source_b
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's pairs and augmentations: a resumed run redraws them from (seed, epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
 class PairSampler:
-    """Draws fresh random pairs each epoch and yields augmented (mixture, a, b) batches."""
+    """Draws fresh pairs each epoch and yields augmented (mixture, a, b) batches.
+
+    Each epoch's randomness is derived from (seed, epoch) alone, so a checkpoint needs no
+    generator state and resumes the same on any device. Pairs come from `fixed_pairs`, the
+    project's one pair-drawing routine, on the CPU; augmentations draw on the images' device.
+    """
 
     def __init__(self, images: torch.Tensor, augment: str, seed: int, shift: int = 0):
-        self.images = images
-        self.augment = augment
-        self.shift = shift
-        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+        if augment not in AUGMENTS:
+            raise RunnerError(f"unknown data.augment '{augment}'; valid: {', '.join(AUGMENTS)}")
+        self.images, self.augment, self.seed, self.shift = images, AUGMENTERS[augment], seed, shift
 
-    def epoch(self, pair_count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        pairs = random_pairs(len(self.images), pair_count, self.generator)
+    def epoch(self, epoch: int, pair_count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        seed = epoch_seed(self.seed, epoch)
+        pairs = torch.from_numpy(fixed_pairs(len(self.images), pair_count, seed)).to(self.images.device)
+        generator = torch.Generator(device=self.images.device).manual_seed(seed)
         for start in range(0, pair_count - batch_size + 1, batch_size):
             batch = pairs[start : start + batch_size]
             source_a, source_b = to_unit(self.images[batch[:, 0]]), to_unit(self.images[batch[:, 1]])
-            if self.augment == "flip":
-                flip = self._coin(len(batch))
-                source_a, source_b = _flip_where(source_a, flip), _flip_where(source_b, flip)
-            elif self.augment == "sources":
-                source_a, source_b = self._augment_source(source_a), self._augment_source(source_b)
+            source_a, source_b = self.augment(source_a, source_b, generator)
             if self.shift:
-                source_a, source_b = self._translate(source_a), self._translate(source_b)
+                source_a, source_b = translate(source_a, self.shift, generator), translate(source_b, self.shift, generator)
             yield (source_a + source_b) / 2, source_a, source_b
 
-    def _coin(self, count: int) -> torch.Tensor:
-        return torch.rand(count, generator=self.generator, device=self.images.device) < 0.5
 
-    def _augment_source(self, images: torch.Tensor) -> torch.Tensor:
-        """Each source on its own: a horizontal flip, a channel permutation, a brightness/contrast jitter."""
-        count, channels = images.shape[:2]
-        images = _flip_where(images, self._coin(count))
-        if channels == 3:
-            order = torch.argsort(torch.rand(count, 3, generator=self.generator, device=images.device), dim=1)
-            images = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
-        scale = 1 + 0.2 * (torch.rand(count, 1, 1, 1, generator=self.generator, device=images.device) - 0.5)
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        return ((images - mean) * scale + mean).clamp_(0, 1)
-
-    def _translate(self, images: torch.Tensor) -> torch.Tensor:
-        """Each image moved by its own random offset of up to `shift` pixels, edges reflected."""
-        count, channels, height, width = images.shape
-        padded = torch.nn.functional.pad(images, [self.shift] * 4, mode="reflect")
-        offsets = torch.randint(0, 2 * self.shift + 1, (2, count, 1), generator=self.generator, device=images.device)
-        rows = offsets[0] + torch.arange(height, device=images.device)
-        columns = offsets[1] + torch.arange(width, device=images.device)
-        padded = padded.gather(2, rows[:, None, :, None].expand(count, channels, height, padded.shape[-1]))
-        return padded.gather(3, columns[:, None, None, :].expand(count, channels, height, width))
+def _coin(count: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(count, generator=generator, device=generator.device) < 0.5
 
 
 def _flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def flip_pair(source_a: torch.Tensor, source_b: torch.Tensor, generator: torch.Generator):
+    """Both sources of a pair flipped horizontally together, half of the pairs."""
+    flip = _coin(len(source_a), generator)
+    return _flip_where(source_a, flip), _flip_where(source_b, flip)
+
+
+def augment_sources(source_a: torch.Tensor, source_b: torch.Tensor, generator: torch.Generator):
+    return augment_source(source_a, generator), augment_source(source_b, generator)
+
+
+def augment_source(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each source on its own: a horizontal flip, a channel permutation, a brightness/contrast jitter."""
+    count, channels = images.shape[:2]
+    images = _flip_where(images, _coin(count, generator))
+    if channels == 3:
+        order = torch.argsort(torch.rand(count, 3, generator=generator, device=images.device), dim=1)
+        images = torch.gather(images, 1, order[:, :, None, None].expand_as(images))
+    scale = 1 + 0.2 * (torch.rand(count, 1, 1, 1, generator=generator, device=images.device) - 0.5)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return ((images - mean) * scale + mean).clamp_(0, 1)
+
+
+def translate(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image moved by its own random offset of up to `shift` pixels, edges reflected."""
+    count, channels, height, width = images.shape
+    padded = torch.nn.functional.pad(images, [shift] * 4, mode="reflect")
+    offsets = torch.randint(0, 2 * shift + 1, (2, count, 1), generator=generator, device=images.device)
+    rows = offsets[0] + torch.arange(height, device=images.device)
+    columns = offsets[1] + torch.arange(width, device=images.device)
+    padded = padded.gather(2, rows[:, None, :, None].expand(count, channels, height, padded.shape[-1]))
+    return padded.gather(3, columns[:, None, None, :].expand(count, channels, height, width))
+
+
+# data.augment's values and what each does to a batch of pairs.
+AUGMENTERS = {
+    "none": lambda source_a, source_b, generator: (source_a, source_b),
+    "flip": flip_pair,           # both sources together
+    "sources": augment_sources,  # each source on its own
+}
+AUGMENTS = tuple(AUGMENTERS)     # the names: the config section takes its choices from these
 
 
 def _first_per_class(labels, per_class: int) -> np.ndarray:

@@ -1,2 +1,2 @@
-"""Stage 6, inference: `separate`, the exported model's sidecar, and test mixtures as PNG
+"""Inference: `separate`, the exported model's sidecar, and test mixtures as PNG
 files with their scoring. numpy, Pillow and onnxruntime only: a plain `pip install` runs it."""

@@ -242,13 +242,17 @@ def separate_images(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `separate`; returns the exit status (argparse itself exits 2 on a bad flag)."""
+    """Run `separate`; returns the exit status: 0 all separated, 1 some inputs failed, 2 stopped.
+
+    2 is what `runner` and argparse return for a mistake that stops the whole run; 1 means
+    the run went on and only the images named on stderr have no outputs.
+    """
     args = _parse_args(argv)
     try:
         return _run(args)
     except RunnerError as error:
         _print_error(str(error))
-        return 1
+        return 2
     except KeyboardInterrupt:
         _print_error("interrupted; every output written so far is complete")
         return 130
@@ -439,7 +443,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="separate",
         description="Split averaged images m = (a + b) / 2 back into a and b with an exported model.",
         epilog="Writes DIR/<stem>_1.png and DIR/<stem>_2.png for each input. "
-        "Exit status 1 when any input failed; the others are still separated.",
+        "Exit status 0 when every input was separated; 1 when some inputs failed (each named on stderr, "
+        "the others still separated); 2 when the run was refused or stopped (a bad flag, no model or one that "
+        "fails its sha256 check, an output folder that cannot be written, outputs that exist without --overwrite).",
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files or folders of images")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the outputs (created)")

@@ -26,6 +26,4 @@ MODELS = {"ae": build_ae, "vae": build_vae, "unet": build_unet}
 def build_model(config: ModelConfig, channels: int, image_size: tuple[int, int]) -> nn.Module:
     if config.family not in MODELS:
         raise RunnerError(f"unknown model family '{config.family}'; valid: {', '.join(MODELS)}")
-    if not config.widths:
-        raise RunnerError("model.widths is empty; give at least one level, e.g. [32, 64]")
     return MODELS[config.family](config, channels, tuple(image_size))

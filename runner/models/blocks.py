@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from runner.errors import RunnerError
+
 
 NORMS = {
     "batch": nn.BatchNorm2d,
@@ -15,7 +17,14 @@ NORMS = {
 }
 
 
+def _check_name(registry, name: str, what: str) -> None:
+    """One line naming the valid names for a name the registry lacks (never a silent default)."""
+    if name not in registry:
+        raise RunnerError(f"unknown {what} '{name}'; valid: {', '.join(registry)}")
+
+
 def norm_layer(kind: str, channels: int) -> nn.Module:
+    _check_name(NORMS, kind, "norm")
     return NORMS[kind](channels)
 
 
@@ -60,6 +69,7 @@ BLOCKS = {"plain": ConvBlock, "residual": ResidualBlock}
 
 
 def make_block(kind: str, in_channels: int, out_channels: int, norm: str) -> nn.Module:
+    _check_name(BLOCKS, kind, "block")
     return BLOCKS[kind](in_channels, out_channels, norm)
 
 
@@ -76,6 +86,7 @@ class SeparationHeads(nn.Module):
 
     def __init__(self, in_channels: int, image_channels: int, output: str):
         super().__init__()
+        _check_name(OUTPUTS, output, "output")
         self.output = output
         self.head_1 = nn.Conv2d(in_channels, image_channels, 1)
         self.head_2 = nn.Conv2d(in_channels, image_channels, 1)

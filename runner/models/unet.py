@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runner.errors import RunnerError
 from runner.models.blocks import SeparationHeads, flip_ensemble, make_block
 
 if TYPE_CHECKING:  # type only: runner.models.config checks names against this package's registries
@@ -94,4 +95,15 @@ class UNetSeparator(nn.Module):
 
 
 def build_unet(config: ModelConfig, channels: int, image_size: tuple[int, int]) -> UNetSeparator:
-    return UNetSeparator(config, channels)
+    model = UNetSeparator(config, channels)
+    # `separate` pads any image to the multiple, but training takes its images as they are:
+    # a side that does not halve evenly at every level cannot meet its skip connection.
+    height, width = image_size
+    if height % model.size_multiple or width % model.size_multiple:
+        levels = f"{len(config.widths)} levels" + (f" after {config.unshuffle}x{config.unshuffle} space-to-depth"
+                                                   if config.unshuffle > 1 else "")
+        raise RunnerError(
+            f"{levels} need images whose sides are multiples of {model.size_multiple}, "
+            f"got {height}x{width}; use fewer widths or set data.image_size"
+        )
+    return model

@@ -1,1 +1,1 @@
-"""Stage 7, reports: what an experiment found, as tables, `report.md` and PNG figures."""
+"""Reports: what an experiment found, as tables, `report.md` and PNG figures."""

@@ -34,8 +34,9 @@ class Separation:
 
 @torch.no_grad()
 def separate_test_pairs(checkpoint: Path, data_dir: str | None, count: int) -> list[Separation]:
-    model, config = rebuild_model(load_checkpoint(checkpoint))
-    images = load_test_images(config.data, data_dir)
+    state = load_checkpoint(checkpoint)
+    model = rebuild_model(state)
+    images = load_test_images(state.data_config, data_dir)
     pairs = torch.from_numpy(fixed_pairs(len(images), count, TEST_PAIRS_SEED))
     mixture, source_a, source_b = make_mixtures(images, pairs)
     output_1, output_2 = align_to_sources(*model(mixture), source_a, source_b)

@@ -1,11 +1,14 @@
-"""Stage 4, search: every line of Ray code in the project. Ray Tune trials driven by Optuna,
-the live view, the searcher that survives a killed driver, and what became of each trial.
+"""Search: every line of Ray code in the project. Ray Tune trials driven by Optuna
+(tune), the live view (live), the searcher that survives a killed driver (searcher), and
+what became of each trial (outcomes).
 
 Ray reads some settings from the environment when it is first imported, so importing this
 package sets them before any module here imports Ray.
 """
 
 import os
+import sys
+import warnings
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -18,3 +21,24 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Trials read data and write checkpoints by absolute path; keep their working directory.
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+
+# Ray's single-machine mode (its default on macOS and Windows, named for them) gives the
+# node the address 127.0.0.1. Ray's gRPC servers (GCS, raylet, workers) listen on loopback
+# when the node's address is a loopback one and on every interface otherwise; its
+# runtime-env agent listens on the node's address. `ray.init(_node_ip_address="127.0.0.1")`
+# cannot do it: Ray swaps a loopback address given there for the machine's network address.
+SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def private_ray_on_loopback() -> None:
+    """Make the Ray this process starts a one-machine Ray whose every socket is on loopback.
+
+    Only for a private Ray: a driver that joins a cluster must keep its network address.
+    Ray reads the switch when it is first imported, so this must run before that.
+    """
+    if os.environ.get(SINGLE_MACHINE_SWITCH) == "0":
+        return
+    os.environ[SINGLE_MACHINE_SWITCH] = "0"  # Ray's own processes read it when they start
+    if "ray" in sys.modules:  # only when the runner is called from Python that already imported Ray
+        warnings.warn("Ray was imported before the runner could keep its private Ray on loopback; "
+                      "this process's Ray may listen on every interface", stacklevel=2)

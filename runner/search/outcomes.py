@@ -4,7 +4,7 @@ A trial ends one of five ways: it ran all its epochs (finished), ASHA stopped it
 fewer (stopped early), its loss became NaN or infinite (diverged), anything else went
 wrong inside it (errored), or the driver stopped before it ended (unfinished, for
 `runner tune --resume`). Errored and diverged trials carry their reason as one line.
-`runner.search.recovery` reads these from Ray Tune's saved experiment state.
+`trial_outcomes` reads these from Ray Tune's saved experiment state.
 """
 
 from __future__ import annotations
@@ -13,12 +13,19 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray.exceptions import RayTaskError
+from ray.tune import ExperimentAnalysis, ResultGrid
+from ray.tune.experiment import Trial
 from rich.console import Console
 from rich.table import Table
+
+from runner.errors import RunnerError, TrialDiverged
+from runner.results import METRIC, family_of
 
 FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, UNFINISHED = "finished", "stopped early", "diverged", "errored", "unfinished"
 STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, UNFINISHED)
 ENDED = frozenset(STATUSES) - {UNFINISHED}
+REASON_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,64 @@ def print_outcomes(directory: Path, outcomes: list[TrialOutcome], console: Conso
         console.print(f"{outcome.trial} {outcome.status}: {outcome.reason}", soft_wrap=True, highlight=False)
     if failed:
         console.print(f"(the tracebacks are in {directory}/<trial>/error.txt)", soft_wrap=True, highlight=False)
+
+
+# ---- what Ray Tune saved -------------------------------------------------------------
+
+
+def has_saved_state(directory: Path) -> bool:
+    """Whether Ray Tune saved an experiment state that `Tuner.restore` can continue."""
+    try:
+        ExperimentAnalysis(str(directory))
+    except ValueError:  # stopped before Ray Tune's first snapshot
+        return False
+    return True
+
+
+def trial_outcomes(directory: Path, max_epochs: int) -> list[TrialOutcome]:
+    """Every trial Ray Tune knows of, in the order they were created; [] before the first snapshot."""
+    if not has_saved_state(directory):
+        return []
+    analysis = ExperimentAnalysis(str(directory))
+    return [_outcome(trial, result.error, max_epochs) for trial, result in zip(analysis.trials, ResultGrid(analysis))]
+
+
+def _outcome(trial: Trial, error: Exception | None, max_epochs: int) -> TrialOutcome:
+    epochs = trial.last_result.get("epoch", 0)
+    failed = trial.status == Trial.ERROR
+    return TrialOutcome(
+        trial=trial.storage.trial_dir_name,
+        family=family_of(trial.config.get("trial", {})),
+        status=_status(trial.status, error, epochs, max_epochs),
+        epochs=epochs,
+        best_score=trial.metric_analysis.get(METRIC, {}).get("max"),
+        retries=trial.num_failures - failed,
+        reason=_reason(error) if failed else "",
+    )
+
+
+def _status(status: str, error: Exception | None, epochs: int, max_epochs: int) -> str:
+    if status == Trial.TERMINATED:
+        return FINISHED if epochs >= max_epochs else STOPPED_EARLY
+    if status == Trial.ERROR:
+        return DIVERGED if isinstance(_cause(error), TrialDiverged) else ERRORED
+    return UNFINISHED
+
+
+def _reason(error: Exception | None) -> str:
+    """The error as one line: a runner error's own message, else its type and first line."""
+    cause = _cause(error)
+    if cause is None:
+        return "failed without a saved error"
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if not isinstance(cause, (RunnerError, TrialDiverged)):
+        text = f"{type(cause).__name__}: {text}"
+    return text[:REASON_LENGTH]
+
+
+def _cause(error: Exception | None) -> Exception | None:
+    """The exception raised inside the trial, unwrapped from Ray's RayTaskError."""
+    if isinstance(error, RayTaskError) and error.cause is not None:
+        return error.cause
+    return error

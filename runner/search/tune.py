@@ -1,7 +1,9 @@
-"""The only Ray code: Ray Tune trials driven by Optuna (TPE) and stopped early by ASHA.
+"""Ray Tune trials driven by Optuna (TPE) and stopped early by ASHA.
 
 Trials run in parallel on whatever the cluster has: a share of the GPUs when there are
 any, CPUs otherwise, never a GPU the cluster lacks (such a trial would wait forever).
+Before the first trial, one small Ray task with a trial's resources asks the device policy
+where trials will run, so a GPU node whose torch has no CUDA stops the search in one line.
 The Optuna study lives in the experiment directory (SQLite), so it outlives the run; Ray
 Tune's own experiment state makes `--resume` continue a stopped search.
 """
@@ -9,57 +11,85 @@ Tune's own experiment state makes `--resume` continue a stopped search.
 from __future__ import annotations
 
 import math
-import shutil
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner.config import TrialConfig
 from runner.errors import RunnerError
 from runner.results import METRIC, SPACE_COPY, STUDY_FILE, experiment_dir, read_experiment, write_experiment
+from runner.search import private_ray_on_loopback
 from runner.space import SearchSpace, TuneSettings, load_space
+
+MAX_TRIALS_PER_GPU = 100     # --gpus-per-trial 1/k up to k = 100 (Ray counts a GPU in 1/10000ths)
+PREFLIGHT_TIMEOUT_S = 60     # for the device check to get a trial's CPUs and GPUs somewhere
+CONNECT_TIMEOUT_S = 10
+
 
 @dataclass
 class TuneRequest:
-    space_file: str
+    space_file: str                       # the YAML file (a built-in space's own path, for one)
     name: str
     results: str
     data_dir: str | None
     settings: TuneSettings
     cpus_per_trial: float | None = None
-    gpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None   # None: share the GPUs if any; else 0 (CPUs) or 1/k
     max_failures: int = 0
     seed: int = 0
+    overrides: list[str] = field(default_factory=list)  # key=value changes to the YAML, from the command line
+    space_source: str = ""                # what the user named: a path or "built-in NAME"
+
+    def __post_init__(self):
+        self.gpus_per_trial = gpu_share(self.gpus_per_trial)
+
+
+def gpu_share(gpus_per_trial: float | None) -> float | None:
+    """--gpus-per-trial as Ray gets it: 1, or exactly 1/k for k trials sharing a GPU; 0 trains on CPUs.
+
+    A trial trains on one device, so more than one GPU would sit idle, and a share that is
+    not 1/k (1.5, 0.4) leaves a GPU's rest to no trial.
+    """
+    if not gpus_per_trial:
+        return gpus_per_trial
+    trials_per_gpu = round(1 / gpus_per_trial) if 0 < gpus_per_trial <= 1 else 0
+    if not 1 <= trials_per_gpu <= MAX_TRIALS_PER_GPU or not math.isclose(gpus_per_trial * trials_per_gpu, 1, rel_tol=1e-3):
+        raise RunnerError(
+            f"--gpus-per-trial {gpus_per_trial:g}: a trial trains on one device; give 1 for a GPU each, "
+            f"or 1/k (0.5, 0.25, ...) for k trials sharing one GPU, or 0 to train on CPUs"
+        )
+    return 1 / trials_per_gpu
 
 
 def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -> None:
     """The Ray Tune trainable: one trial = `train.fit` with Ray's report and checkpoint."""
+    import ray
     from ray import tune
 
-    from runner.training.checkpoint import load_checkpoint, save_checkpoint
+    from runner.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
     from runner.training.fit import fit
 
     trial = TrialConfig.from_dict(config["trial"])
     trial.train.epochs = max_epochs
-    # One torch thread per CPU of this trial's share, so concurrent trials do not oversubscribe the cores.
-    cpus = _assigned_cpus()
-    trial.train.threads = trial.train.threads or max(1, int(cpus))
 
+    gpu_ids = ray.get_gpu_ids()
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_checkpoint(directory)
 
-    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    def report(metrics: dict[str, Any], state: TrainingState) -> None:
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, state)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            # The GPUs Ray gave the trial go in every result, so a search shows where each trial ran.
+            tune.report({**metrics, "gpu_ids": gpu_ids}, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    fit(trial, report, data_dir=data_dir, resume=resume)
+    # Ray's GPUs and CPU share decide the device and the torch threads (runner.training.device).
+    fit(trial, report, data_dir=data_dir, resume=resume, gpu_ids=gpu_ids, cpus=_assigned_cpus())
 
 
 def run(request: TuneRequest, address: str | None = None, resume: bool = False):
@@ -69,21 +99,23 @@ def run(request: TuneRequest, address: str | None = None, resume: bool = False):
     already had its --max-failures retries) and continues the unfinished ones from their
     last checkpoints. One stopped before Ray Tune's first snapshot starts over.
     """
+    directory = experiment_dir(request.results, request.name)
+    space = load_space(request.space_file, request.overrides)
+    start_ray(address)  # before Ray's first import here: a private Ray is set up before it
+
     import ray
     from ray import tune
 
-    from runner.search.recovery import has_saved_state
+    from runner.search.live import LiveView
+    from runner.search.outcomes import has_saved_state
 
-    directory = experiment_dir(request.results, request.name)
-    space = load_space(request.space_file)
-    start_ray(address)
     resources = trial_resources(ray.cluster_resources(), request.cpus_per_trial, request.gpus_per_trial)
+    if resources["gpu"]:
+        check_trial_device(space, resources)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data_dir=request.data_dir, max_epochs=request.settings.max_epochs),
         resources,
     )
-    from runner.search.live import LiveView
-
     view = LiveView(request.settings.samples)
     if resume and has_saved_state(directory):
         # The live view and the searcher come back from the saved state with the rest.
@@ -91,7 +123,7 @@ def run(request: TuneRequest, address: str | None = None, resume: bool = False):
     else:
         if not resume:
             write_experiment(directory, {"kind": "tune", "started": time.time(), "request": asdict(request)})
-            shutil.copyfile(request.space_file, directory / SPACE_COPY)
+            (directory / SPACE_COPY).write_text(space.yaml_text())  # what --resume runs, overrides applied
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -122,11 +154,14 @@ def trial_name(trial) -> str:
 
 
 def start_ray(address: str | None) -> None:
-    """Connect to a cluster at `address`, or start a private local Ray: token auth on, no dashboard.
+    """Connect to a cluster at `address`, or start a private local Ray: token auth on, no
+    dashboard, every socket on loopback (see `private_ray_on_loopback`).
 
     Ray still runs a minimal dashboard process for its own bookkeeping; it listens on
-    127.0.0.1 only.
+    127.0.0.1 only, if at all.
     """
+    if not address:
+        private_ray_on_loopback()
     import ray
 
     if ray.is_initialized():
@@ -137,7 +172,9 @@ def start_ray(address: str | None) -> None:
         if address:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, dashboard_host="127.0.0.1", logging_level="WARNING", log_to_driver=False)
+            # "local": always a new Ray of its own, even when RAY_ADDRESS names a cluster.
+            ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1",
+                     logging_level="WARNING", log_to_driver=False)
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as error:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise RunnerError(f"cannot start or reach {where}: {_first_line(error)}; {_RAY_HINT}") from None
@@ -145,7 +182,6 @@ def start_ray(address: str | None) -> None:
 
 _RAY_HINT = ("check that `ray start --head` runs there and that RAY_AUTH_TOKEN_PATH (or ~/.ray/auth_token) "
              "holds the cluster's token")
-CONNECT_TIMEOUT_S = 10
 
 
 def _check_reachable(address: str) -> None:
@@ -181,6 +217,43 @@ def trial_resources(cluster: dict[str, float], cpus_per_trial: float | None, gpu
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
 
 
+def check_trial_device(space: SearchSpace, resources: dict[str, float]) -> None:
+    """Ask the device policy where trials will run, before any trial starts.
+
+    The question runs as a Ray task with a trial's CPUs and GPUs, so it sees the torch of a
+    node that trials run on (on a cluster it may differ from the driver's). A trial given a
+    GPU while torch there has no CUDA would stop in its first second; this stops the search
+    instead, with the policy's one line.
+    """
+    import ray
+
+    constants = {key: spec for key, spec in space.params.get("train", {}).items() if not isinstance(spec, dict)}
+    probe = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(_device_problem).remote(constants)
+    try:
+        problem = ray.get(probe, timeout=PREFLIGHT_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(probe, force=True)
+        raise RunnerError(
+            f"no node gave a trial's {resources['cpu']:g} CPU and {resources['gpu']:g} GPU within "
+            f"{PREFLIGHT_TIMEOUT_S} s; check `ray status` for busy or missing GPU nodes"
+        ) from None
+    if problem:
+        raise RunnerError(problem)
+
+
+def _device_problem(train: dict[str, Any]) -> str | None:
+    """In a Ray task: the device policy's verdict for a trial given this task's GPUs, as one line."""
+    import ray
+
+    from runner.training.device import resolve
+
+    try:
+        resolve(TrialConfig.from_dict({"train": train}).train, ray.get_gpu_ids())
+    except RunnerError as error:
+        return str(error)
+    return None
+
+
 def _concurrency(cluster: dict[str, float], resources: dict[str, float], samples: int) -> int:
     fits = math.floor(cluster.get("CPU", 1.0) / resources["cpu"])
     if resources["gpu"]:
@@ -190,7 +263,8 @@ def _concurrency(cluster: dict[str, float], resources: dict[str, float], samples
 
 def _searcher(space: SearchSpace, request: TuneRequest, directory: Path):
     import optuna
-    from runner.search.recovery import ResumableOptunaSearch
+
+    from runner.search.searcher import ResumableOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return ResumableOptunaSearch(
@@ -230,6 +304,6 @@ def load_request(directory: Path) -> TuneRequest:
         raise RunnerError(f"{directory.name} was not made by `runner tune`; only searches can be resumed")
     request = dict(stored["request"])
     request["settings"] = TuneSettings(**request["settings"])
-    if (directory / SPACE_COPY).is_file():  # the original may have moved since
-        request["space_file"] = str(directory / SPACE_COPY)
+    if (directory / SPACE_COPY).is_file():  # the original may have moved since; the copy has the overrides in
+        request["space_file"], request["overrides"] = str(directory / SPACE_COPY), []
     return TuneRequest(**request)

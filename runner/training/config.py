@@ -1,26 +1,62 @@
-"""The `train:` section of a trial: optimiser, loss, schedule, budget and precision."""
+"""The `train:` section of a trial: optimiser, loss, schedule, budget and precision.
+
+A pydantic dataclass: types and ranges are checked when the section is built (strict: no
+bool for an int, no text for a number), and the loss and schedule names are those of the
+registries that compute them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from typing import Annotated, Literal
+
+from pydantic import (AfterValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                      PositiveInt, model_validator)
+from pydantic.dataclasses import dataclass
+
+from runner.training.losses import RECONSTRUCTION
+from runner.training.schedules import SCHEDULES
+
+DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")  # what train.device may say; runner.training.device reads it too
+Recon = Literal[tuple(RECONSTRUCTION)]
+Schedule = Literal[tuple(SCHEDULES)]
 
 
-@dataclass
+def _device_name(device: str) -> str:
+    if not DEVICE_NAME.fullmatch(device):
+        raise ValueError("must be cpu, cuda or cuda:N (N a GPU index)")
+    return device
+
+
+@dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
 class TrainConfig:
-    lr: float = 1e-3                  # peak learning rate (Adam)
-    batch_size: int = 64
-    epochs: int = 10                  # upper bound; a wall-clock budget may end training sooner
-    epoch_pairs: int | None = None    # pairs per epoch; None: one per training image
-    loss: str = "pit"                 # pit (permutation-invariant) | fixed (head 1 <- a; reproduces the collapse)
-    recon: str = "mse"                # mse | l1 | psnr (mean of per-image PSNRs, the metric itself)
-    kl_weight: float = 1e-3           # vae only: weight of the KL term
-    schedule: str = "constant"        # constant | cosine | onecycle
-    weight_decay: float = 0.0         # AdamW decoupled weight decay
-    ema: float = 0.0                  # decay of an exponential moving average of the weights; 0 = off
-    seed: int = 0
-    minutes: float | None = None      # wall-clock budget; ends with a final evaluation and checkpoint
-    threads: int | None = None        # torch CPU threads; None: torch's default
+    lr: PositiveFloat = 1e-3          # peak learning rate (Adam)
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt | None = 10   # upper bound; None: until the minutes budget ends (needs minutes)
+    epoch_pairs: PositiveInt | None = None  # pairs per epoch; None: one per training image
+    loss: Literal["pit", "fixed"] = "pit"   # pit (permutation-invariant) | fixed (head 1 <- a; reproduces the collapse)
+    recon: Recon = "mse"              # mse | l1 | psnr (mean of per-image PSNRs, the metric itself)
+    kl_weight: NonNegativeFloat = 1e-3  # vae only: weight of the KL term
+    schedule: Schedule = "constant"   # constant | cosine | onecycle
+    weight_decay: NonNegativeFloat = 0.0  # AdamW decoupled weight decay
+    ema: Annotated[float, Field(ge=0, lt=1)] = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    seed: NonNegativeInt = 0
+    minutes: PositiveFloat | None = None  # wall-clock budget; ends with a final evaluation and checkpoint
+    threads: PositiveInt | None = None    # torch CPU threads; None: torch's default
     compile: bool = False             # torch.compile the model (GPU runs mostly)
-    precision: str = "auto"           # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 (autocast on CPU too) | fp32
-    channels_last: bool | None = None # channels-last memory format; None: on GPU only
-    device: str | None = None         # cpu | cuda | cuda:N; None: a GPU when the run was given one
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 (autocast on CPU too) | fp32
+    channels_last: bool | None = None  # channels-last memory format; None: on GPU only
+    device: Annotated[str, AfterValidator(_device_name)] | None = None  # cpu | cuda | cuda:N; None: a GPU when the run was given one
+
+    @model_validator(mode="after")
+    def _has_an_end(self) -> TrainConfig:
+        if self.epochs is None and self.minutes is None:
+            raise ValueError(
+                "train.epochs is null (train until the time budget ends) but train.minutes is not set; "
+                "set train.minutes or give train.epochs a number"
+            )
+        return self
+
+
+# Keys only some families read: a search space that sets one for another family is refused.
+FAMILY_ONLY = {"kl_weight": ("vae",)}

@@ -1,39 +1,38 @@
 """Training one configuration: `fit(config, report)` -> final metrics.
 
 `fit` knows nothing about Ray: it calls `report(metrics, state)` after every epoch with
-the metrics and a checkpoint state, and the caller decides where that goes (a Ray Tune
+the metrics and a `TrainingState`, and the caller decides where that goes (a Ray Tune
 checkpoint, a local directory, a test's list). It runs the same in a plain process, in a
-test and in a trial.
+test and in a trial. `fit` is its steps in order: plan the device, build the run, restore
+a checkpoint, then for each epoch train, evaluate and report.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 
-from runner.training.checkpoint import CHECKPOINT_FORMAT
-from runner.errors import TrialDiverged
-from runner.training.losses import total_loss
-from runner.training.schedules import lr_factor
-from runner.training.metrics import baseline_scores, separation_scores
+from runner.data.sampler import PairData, PairSampler, epoch_seed, load_pair_data, make_mixtures
+from runner.errors import RunnerError, TrialDiverged
 from runner.models import build_model
-from runner.data.sampler import PairData, PairSampler, load_pair_data, make_mixtures
+from runner.training.checkpoint import TrainingState, to_cpu
+from runner.training.device import DevicePlan, resolve
+from runner.training.losses import total_loss
+from runner.training.metrics import baseline_scores, separation_scores
+from runner.training.schedules import lr_factor
 
 if TYPE_CHECKING:  # the config is a later stage: only its type is used here
     from runner.config import TrialConfig
 
-Report = Callable[[dict[str, Any], dict[str, Any]], None]
+Report = Callable[[dict[str, Any], TrainingState], None]
 EVAL_BATCH = 250
 BATCH_NORM_REFRESH_BATCHES = 16   # training batches that set the averaged weights' BatchNorm statistics
-
-
-def choose_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def fit(
@@ -41,71 +40,32 @@ def fit(
     report: Report | None = None,
     *,
     data_dir=None,
-    resume: dict[str, Any] | None = None,
-    device: str | None = None,
+    resume: TrainingState | None = None,
     data: PairData | None = None,
+    gpu_ids: list[int] | None = None,
+    cpus: float | None = None,
 ) -> dict[str, Any]:
-    """Train `config`, reporting after each epoch; resume from a checkpoint state if given."""
-    train = config.train
-    torch.manual_seed(train.seed)
-    if train.threads:
-        torch.set_num_threads(train.threads)
-    device = choose_device(device)
-    data = data or load_pair_data(config.data, data_dir, device)
-    model = build_model(config.model, data.channels, data.image_size).to(device)
-    channels_last = train.channels_last if train.channels_last is not None else device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    ema = _make_ema(model, train.ema)
-    sampler = PairSampler(data.train, config.data.augment, train.seed, config.data.shift)
-    start_epoch, elapsed = 0, 0.0
-    if resume is not None:
-        start_epoch, elapsed = _restore(resume, model, optimizer, ema, sampler)
+    """Train `config`, reporting after each epoch; resume from a checkpoint state if given.
 
-    forward_train = torch.compile(model.forward_train) if train.compile else model.forward_train
-    evaluator = Evaluator(data)
-    pairs_per_epoch = train.epoch_pairs or len(data.train)
-    steps_per_epoch = max(1, pairs_per_epoch // train.batch_size)
-    clock = Clock(train.minutes, already_spent=elapsed)
+    `gpu_ids` and `cpus` are what Ray gave the trial (None: not under Ray, see device.py);
+    `data` is used instead of loading the dataset, moved to the run's device.
+    """
+    plan = resolve(config.train, gpu_ids, cpus=cpus)
+    if plan.fallback:
+        warnings.warn(plan.fallback, stacklevel=2)  # and the metrics record the precision used
+    run = build(config, plan, data_dir, data)
+    if resume is not None:
+        restore(run, resume)
+    run.clock = Clock(config.train.minutes, already_spent=resume.elapsed_s if resume else 0.0)
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, train.epochs):
-        model.train()
-        epoch_start = time.perf_counter()
-        loss_sum, steps = torch.zeros((), device=device), 0
-        for mixture, source_a, source_b in sampler.epoch(steps_per_epoch * train.batch_size, train.batch_size):
-            progress = max((epoch * steps_per_epoch + steps) / (train.epochs * steps_per_epoch), clock.fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = train.lr * lr_factor(train.schedule, progress)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                outputs = forward_train(mixture)
-                loss = total_loss(
-                    outputs, source_a, source_b,
-                    recon=train.recon, permutation_invariant=train.loss == "pit", kl_weight=train.kl_weight,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            loss_sum += loss.detach()
-            steps += 1
-            if clock.out_of_time:
-                break
-        train_loss = loss_sum.item() / max(steps, 1)  # waits for the device, so the time below is complete
-        train_seconds = time.perf_counter() - epoch_start
-        if not math.isfinite(train_loss):
-            raise TrialDiverged(f"loss became {train_loss} in epoch {epoch + 1}; lower train.lr")
-        evaluated = model
-        if ema is not None:
-            evaluated = ema.module
-            refresh_batch_norm(evaluated, data.train, train.batch_size, train.seed)
-        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_seconds": train_seconds,
-                   "train_pairs": steps * train.batch_size, **evaluator(evaluated)}
+    for epoch in run.epochs():
+        train_loss, steps, seconds = train_epoch(run, epoch)
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_seconds": seconds,
+                   "train_pairs": steps * config.train.batch_size, **evaluate(run),
+                   "device": plan.device, "precision": plan.precision}
         if report is not None:
-            report(metrics, _state(config, data, epoch + 1, metrics, evaluated, model, optimizer, ema, sampler, clock))
-        if clock.out_of_time:
+            report(metrics, training_state(run, metrics))
+        if run.clock.out_of_time:
             break
     return metrics
 
@@ -128,6 +88,133 @@ class Clock:
     @property
     def out_of_time(self) -> bool:
         return self.budget is not None and self.elapsed >= self.budget
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between its steps."""
+
+    config: TrialConfig
+    plan: DevicePlan
+    data: PairData
+    model: torch.nn.Module
+    forward_train: Callable
+    optimizer: torch.optim.Optimizer
+    ema: torch.optim.swa_utils.AveragedModel | None
+    sampler: PairSampler
+    evaluator: Evaluator
+    steps_per_epoch: int
+    start_epoch: int = 0
+    clock: Clock | None = None
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def epochs(self) -> Iterable[int]:
+        """Epoch numbers from the start; without train.epochs the clock alone ends the run."""
+        epochs = self.config.train.epochs
+        if epochs is None:
+            return itertools.count(self.start_epoch)
+        return range(self.start_epoch, epochs)
+
+    def progress(self, epoch: int, step: int) -> float:
+        """How far through its budget the run is, in [0, 1]: by epochs or by the clock, whichever is further."""
+        epochs = self.config.train.epochs
+        by_steps = (epoch * self.steps_per_epoch + step) / (epochs * self.steps_per_epoch) if epochs else 0.0
+        return max(by_steps, self.clock.fraction)
+
+
+def build(config: TrialConfig, plan: DevicePlan, data_dir, data: PairData | None) -> Run:
+    """Seeded model, optimiser, moving average, sampler and evaluator, all on the plan's device."""
+    train = config.train
+    if train.epochs is None and not train.minutes:
+        raise RunnerError("train.epochs is null but train.minutes is not set; give one of them (the clock needs a budget)")
+    torch.manual_seed(train.seed)
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    data = data.to(plan.device) if data is not None else load_pair_data(config.data, data_dir, plan.device)
+    model = build_model(config.model, data.channels, data.image_size).to(plan.device, memory_format=plan.memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return Run(
+        config=config, plan=plan, data=data, model=model,
+        forward_train=torch.compile(model.forward_train) if plan.compile else model.forward_train,
+        optimizer=optimizer, ema=_make_ema(model, train.ema),
+        sampler=PairSampler(data.train, config.data.augment, train.seed, config.data.shift),
+        evaluator=Evaluator(data),
+        steps_per_epoch=max(1, (train.epoch_pairs or len(data.train)) // train.batch_size),
+    )
+
+
+def restore(run: Run, state: TrainingState) -> None:
+    """Continue from `state`, whatever device wrote it (its tensors load onto the run's device)."""
+    run.model.load_state_dict(state.training_model or state.model)
+    # Optimizer.load_state_dict moves each state tensor to its parameter's device.
+    run.optimizer.load_state_dict(state.optimizer)
+    if run.ema is not None and state.ema:
+        run.ema.load_state_dict(state.ema)
+    run.start_epoch = state.epoch
+
+
+def train_epoch(run: Run, epoch: int) -> tuple[float, int, float]:
+    """One epoch of fresh pairs: (mean loss, steps, seconds). The clock may end it early."""
+    train = run.config.train
+    # The model's own randomness (the VAE's sampling) is re-seeded too, so a resumed epoch runs as it would have.
+    torch.manual_seed(epoch_seed(train.seed, epoch))
+    run.model.train()
+    start = time.perf_counter()
+    loss_sum, steps = torch.zeros((), device=run.plan.device), 0
+    for mixture, source_a, source_b in run.sampler.epoch(epoch, run.steps_per_epoch * train.batch_size, train.batch_size):
+        for group in run.optimizer.param_groups:
+            group["lr"] = train.lr * lr_factor(train.schedule, run.progress(epoch, steps))
+        loss_sum += train_step(run, mixture, source_a, source_b)
+        steps += 1
+        if run.clock.out_of_time:
+            break
+    train_loss = loss_sum.item() / max(steps, 1)  # waits for the device, so the time below is complete
+    seconds = time.perf_counter() - start
+    if not math.isfinite(train_loss):
+        raise TrialDiverged(f"loss became {train_loss} in epoch {epoch + 1}; lower train.lr")
+    return train_loss, steps, seconds
+
+
+def train_step(run: Run, mixture: torch.Tensor, source_a: torch.Tensor, source_b: torch.Tensor) -> torch.Tensor:
+    train, dtype = run.config.train, run.plan.autocast_dtype
+    with torch.autocast(run.plan.torch_device.type, dtype=dtype, enabled=dtype is not None):
+        outputs = run.forward_train(mixture)
+        loss = total_loss(
+            outputs, source_a, source_b,
+            recon=train.recon, permutation_invariant=train.loss == "pit", kl_weight=train.kl_weight,
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    return loss.detach()
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """Validation scores of the evaluated weights (the moving average's, with BatchNorm statistics of their own)."""
+    if run.ema is not None:
+        refresh_batch_norm(run.evaluated, run.data.train, run.config.train.batch_size, run.config.train.seed)
+    return run.evaluator(run.evaluated)
+
+
+def training_state(run: Run, metrics: dict[str, Any]) -> TrainingState:
+    """The checkpoint after an epoch, every tensor copied to the CPU."""
+    return TrainingState(
+        config=run.config.to_dict(),
+        input_shape=[run.data.channels, *run.data.image_size],
+        dataset=run.config.data.dataset,
+        epoch=metrics["epoch"],
+        metrics=metrics,
+        model=to_cpu(run.evaluated.state_dict()),
+        training_model=to_cpu(run.model.state_dict()) if run.ema is not None else None,
+        ema=to_cpu(run.ema.state_dict()) if run.ema is not None else None,
+        optimizer=to_cpu(run.optimizer.state_dict()),
+        elapsed_s=run.clock.elapsed,
+    )
 
 
 class Evaluator:
@@ -183,35 +270,5 @@ def refresh_batch_norm(model: torch.nn.Module, images: torch.Tensor, batch_size:
     """
     from torch.optim.swa_utils import update_bn
 
-    batches = PairSampler(images, "none", seed).epoch(BATCH_NORM_REFRESH_BATCHES * batch_size, batch_size)
+    batches = PairSampler(images, "none", seed).epoch(0, BATCH_NORM_REFRESH_BATCHES * batch_size, batch_size)
     update_bn(batches, model)
-
-
-def _state(config, data, epoch, metrics, evaluated, model, optimizer, ema, sampler, clock) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "config": config.to_dict(),
-        "input_shape": [data.channels, *data.image_size],
-        "dataset": config.data.dataset,
-        "epoch": epoch,
-        "metrics": metrics,
-        "model": _cpu(evaluated.state_dict()),
-        "training_model": _cpu(model.state_dict()) if ema is not None else None,
-        "ema": _cpu(ema.state_dict()) if ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "sampler_generator": sampler.generator.get_state(),
-        "elapsed_s": clock.elapsed,
-    }
-
-
-def _restore(state, model, optimizer, ema, sampler) -> tuple[int, float]:
-    model.load_state_dict(state["training_model"] if state.get("training_model") else state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if ema is not None and state.get("ema"):
-        ema.load_state_dict(state["ema"])
-    sampler.generator.set_state(state["sampler_generator"])
-    return state["epoch"], state.get("elapsed_s", 0.0)
-
-
-def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key: value.detach().to("cpu", copy=True) for key, value in state_dict.items()}

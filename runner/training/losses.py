@@ -11,20 +11,32 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-RECONSTRUCTION = {"mse": F.mse_loss, "l1": F.l1_loss}
+from runner.errors import RunnerError
+
+
+def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
+
+
+def l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
+
+
+def negative_psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The negated PSNR of each image (10 log10 of its MSE), so the loss is the metric itself:
+    a mean of PSNRs weighs every pair alike, where a mean of MSEs is dominated by the hardest pairs."""
+    return 10 * torch.log10(mse(prediction, target) + 1e-8)
+
+
+# `train.recon` picks one: each maps (prediction, target) to the error of each image, shape [N].
+RECONSTRUCTION = {"mse": mse, "l1": l1, "psnr": negative_psnr}
 
 
 def per_image_error(prediction: torch.Tensor, target: torch.Tensor, recon: str) -> torch.Tensor:
-    """Mean error of each image in the batch, shape [N].
-
-    `psnr` is the negated PSNR of each image (10 log10 of its MSE), so the loss is the
-    metric itself: a mean of PSNRs weighs every pair alike, where a mean of MSEs is
-    dominated by the hardest pairs.
-    """
-    if recon == "psnr":
-        mse = F.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
-        return 10 * torch.log10(mse + 1e-8)
-    return RECONSTRUCTION[recon](prediction, target, reduction="none").flatten(1).mean(dim=1)
+    """Mean error of each image in the batch under `recon`, shape [N]."""
+    if recon not in RECONSTRUCTION:
+        raise RunnerError(f"unknown reconstruction loss '{recon}'; valid: {', '.join(RECONSTRUCTION)}")
+    return RECONSTRUCTION[recon](prediction, target)
 
 
 def separation_loss(
