@@ -30,7 +30,7 @@ def drawn_configs(path: Path) -> list[TrialConfig]:
 def test_every_drawn_configuration_builds_and_separates(path):
     description, _, command = path.read_text().splitlines()[:3]
     assert description.startswith("# ") and builtin_spaces()[path.stem] == description[2:]
-    assert command.startswith(f"# runner ") and f" {path.stem} " in f"{command} ", "its command names it"
+    assert command.startswith("# runner ") and f" {path.stem} " in f"{command} ", "its command names it"
     if command.startswith("# runner tune"):
         check_for_tune(load_space(path))  # sets nothing that `runner tune` overwrites
     for config in drawn_configs(path):
