@@ -135,7 +135,7 @@ fi
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-lines = [f"# GPU check, {out.name}", "", f"machine: `{(out / 'machine.json').read_text().strip()}`", "",
+lines = [f"# GPU check, {out.name}", "", f"machine: `{json.dumps(json.loads((out / 'machine.json').read_text()))}`", "",
          "| step | result |", "| --- | --- |"]
 for step in ("tests", "share", "separate", "throughput", "best"):
     value = json.loads((out / f"{step}.json").read_text())
