@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -102,6 +105,21 @@ def start_ray_node(processes: MarkedProcesses, log: Path, temp_dir: Path, *args)
                             env=processes.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     wait_for(lambda: raylet_of(node) is not None and _listens(raylet_of(node)), 120, f"the Ray node of {log.name}", node)
     return node
+
+
+@contextmanager
+def head_node(home: Path, *args):
+    """A one-node Ray cluster started with `ray start --head ARGS`: yields (marked processes, head
+    process, address) and stops every process it started, and only those, when done."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: see start_ray_node
+    processes = MarkedProcesses(home)
+    port = free_port()
+    try:
+        head = start_ray_node(processes, home / "head.log", temp_dir, "--head", "--port", port, *args)
+        yield processes, head, f"127.0.0.1:{port}"
+    finally:
+        processes.stop_all()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _listens(process: psutil.Process) -> bool:

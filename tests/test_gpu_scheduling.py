@@ -11,15 +11,13 @@ declares 2 GPUs it does not have (`ray start --num-gpus 2`), token auth on.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.ray_processes import REPO, MarkedProcesses, assert_one_error_line, free_port, run_runner, start_ray_node
+from tests.ray_processes import REPO, assert_one_error_line, head_node, run_runner
 from tests.tiny_spaces import tiny_trial
 
 GPUS, CPUS = 2, 4
@@ -35,17 +33,8 @@ tune:
 @pytest.fixture(scope="module")
 def gpu_cluster(tmp_path_factory):
     """(marked processes, address) of a one-node Ray declaring 4 CPUs and 2 GPUs."""
-    home = tmp_path_factory.mktemp("gpu-cluster")
-    temp_dir = Path(tempfile.mkdtemp(prefix="rg", dir="/tmp"))
-    processes = MarkedProcesses(home)
-    port = free_port()
-    try:
-        start_ray_node(processes, home / "head.log", temp_dir, "--head", "--port", port,
-                       "--num-cpus", CPUS, "--num-gpus", GPUS)
-        yield processes, f"127.0.0.1:{port}"
-    finally:
-        processes.stop_all()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with head_node(tmp_path_factory.mktemp("gpu-cluster"), "--num-cpus", CPUS, "--num-gpus", GPUS) as (processes, _, address):
+        yield processes, address
 
 
 def test_gpus_per_trial_is_one_gpu_or_a_1_over_k_share():

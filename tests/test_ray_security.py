@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from runner.search import SINGLE_MACHINE_SWITCH
 from tests.ray_processes import (
-    REPO, MarkedProcesses, Run, assert_one_error_line, free_port, start_ray_node, start_runner,
+    REPO, MarkedProcesses, Run, assert_one_error_line, head_node, start_runner,
 )
 
 # Starts Ray exactly as `runner tune` does, says where its GCS listens, and holds it until stdin closes.
@@ -175,17 +172,8 @@ def test_a_private_runner_tune_listens_on_loopback_only(tmp_path, cifar_dir, pro
 @pytest.fixture(scope="module")
 def cluster_node(tmp_path_factory):
     """(marked processes, head process, address) of a one-node cluster, token auth on."""
-    home = tmp_path_factory.mktemp("cluster-node")
-    temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
-    processes = MarkedProcesses(home)
-    port = free_port()
-    try:
-        head = start_ray_node(processes, home / "head.log", temp_dir, "--head", "--port", port,
-                              "--num-cpus", 1, "--node-ip-address", "127.0.0.1")
-        yield processes, head, f"127.0.0.1:{port}"
-    finally:
-        processes.stop_all()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with head_node(tmp_path_factory.mktemp("cluster-node"), "--num-cpus", 1, "--node-ip-address", "127.0.0.1") as node:
+        yield node
 
 
 @pytest.mark.timeout(300)
