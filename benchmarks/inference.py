@@ -70,10 +70,10 @@ def main(argv=None) -> int:
 def run(args, data_dir: Path, precisions: list[str], work: Path) -> dict:
     import torch
 
-    from runner.inference import separate
+    from runner.inference import separator
 
     settings = {key: value for key, value in vars(args).items() if key not in ("json", "data_dir", "keep")}
-    results = {"machine": machine(), "settings": settings, "batch_sizes": [1, separate.DEFAULT_BATCH_SIZE],
+    results = {"machine": machine(), "settings": settings, "batch_sizes": [1, separator.DEFAULT_BATCH_SIZE],
                "gpu": "not measured: CPU inference only (separate runs onnxruntime's CPU provider)"}
     log(f"training a U-Net (base width {args.base_width}, depth {args.depth}) for {args.epochs} epochs ...")
     checkpoint, trained = train_model(args, data_dir, work / "checkpoint")
@@ -167,7 +167,7 @@ def test_mixtures(data_dir: Path, count: int):
 
 def onnx_backend(path: Path, threads: int):
     """`separate`'s own path: the verified model, the padded batch, `Model.run`."""
-    from runner.inference.separate import load_model, prepare_batch
+    from runner.inference.model import load_model, prepare_batch
 
     model = load_model(path, threads)
     return lambda batch: model.run(prepare_batch(list(batch), model))
@@ -259,7 +259,7 @@ def cold_starts(model: Path, mixture: np.ndarray, directory: Path, runs: int) ->
 
 def folder_runs(model: Path, mixtures: np.ndarray, directory: Path) -> list[dict]:
     """The whole command on a folder: decode, batch, run, encode, at batch 1 and at the default."""
-    from runner.inference.separate import DEFAULT_BATCH_SIZE
+    from runner.inference.separator import DEFAULT_BATCH_SIZE
 
     folder = directory / "mixtures"
     folder.mkdir(parents=True, exist_ok=True)

@@ -112,3 +112,37 @@ def test_a_bad_override_is_one_line_and_exit_2(installed_runner, tmp_path, overr
 
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("runner: error:")
+
+
+SHIPPED = REPO / "runner" / "inference" / "shipped"
+SHIPPED_MIN_PSNR = 18.5  # dB on the 500 shared CIFAR-10 test pairs: the bar the shipped model must clear
+WHEEL_MAX_BYTES = 20 * 1024 * 1024
+
+
+def test_wheel_stays_small(wheel):
+    assert wheel.stat().st_size < WHEEL_MAX_BYTES, f"{wheel.name} is {wheel.stat().st_size / 2**20:.1f} MiB"
+
+
+def test_shipped_model_separates_the_shared_test_pairs_from_a_plain_install(plain_install, tmp_path):
+    from tests.conftest import SHARED_CIFAR
+
+    if not any(SHIPPED.glob("*.onnx")):
+        pytest.skip(f"this checkout ships no model yet ({SHIPPED} is empty; scripts/ship_model.py makes it)")
+    if not (SHARED_CIFAR / "test_batch").is_file():
+        pytest.skip(f"the shipped model's quality is measured on the shared CIFAR-10 test images, not found at {SHARED_CIFAR}")
+    pairs, work = tmp_path / "pairs", tmp_path / "empty"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "runner.cli", "mixtures", "--dataset", "cifar10", "--data-dir", str(SHARED_CIFAR.parent),
+                    "--count", "500", "-o", str(pairs)], check=True, capture_output=True)
+
+    separated = subprocess.run([str(plain_install / "separate"), str(pairs / "mixtures"), "-o", "out"],
+                               cwd=work, capture_output=True, text=True, timeout=600)
+    score = tmp_path / "score.json"
+    subprocess.run([sys.executable, "-m", "runner.cli", "score", "--pairs", str(pairs), "--outputs", str(work / "out"),
+                    "--json", str(score)], check=True, capture_output=True)
+
+    assert separated.returncode == 0, separated.stderr
+    assert "(shipped with separation-runner)" in separated.stdout.splitlines()[0]
+    assert separated.stderr == ""  # 32x32 test images: no size warning
+    scores = json.loads(score.read_text())
+    assert scores["pit_psnr"] >= SHIPPED_MIN_PSNR, scores
