@@ -14,7 +14,7 @@ from pathlib import Path
 
 from runner.errors import RunnerError
 
-TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib", "pydantic")
+TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib", "pydantic", "tensorboardX")
 # Flags that shape a search; a resumed search keeps the ones it was started with.
 SEARCH_FLAGS = ("samples", "max_epochs", "name", "cpus_per_trial", "gpus_per_trial", "max_failures")
 
@@ -23,6 +23,8 @@ class RunnerInterrupted(Exception):
     """Ctrl-C, with the line that continues the interrupted work."""
 
 
+# What a resumed `runner train` may change: where it runs, never what it trains.
+WHERE_IT_RUNS = ("train.device", "train.threads")
 INSTALL_LINE = 'pip install "separation-runner[train]"   (from a checkout: pip install ".[train]")'
 
 
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
   runner train --config best-cpu --minutes 10 --name q      a built-in configuration, by name
   runner train --config best-cpu train.batch_size=32        override keys of it
   runner train --config my.yaml --max-epochs 5 --device cuda:1
-  runner train --resume q                                   continue q after Ctrl-C, a kill or a reboot""")
+  runner train --resume q                                   continue q after Ctrl-C, a kill or a reboot
+  runner train --resume q --device cuda train.threads=4     continue it elsewhere (only where it runs may change)""")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="a YAML file of constants, or a built-in's name (e.g. best-cpu)")
     source.add_argument("--resume", metavar="NAME", help="continue a stopped run from its latest checkpoint")
@@ -93,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = _add_command(commands, "export", "export an experiment's best checkpoint to ONNX", """
   runner export --best                                      the latest experiment's best trial
   runner export --best --experiment q -o export/
-  runner export --trial trial_0 --precision int8""")
+  runner export --trial trial_0 --precision int8
+  runner export --best --max-macs 50M --max-latency-ms 5    the best trial that fits the limits""")
     which = export.add_mutually_exclusive_group()  # which checkpoint; --best is also what no flag means
     which.add_argument("--best", action="store_true", help="the experiment's best checkpoint by validation PIT-PSNR (the default)")
     which.add_argument("--trial", metavar="ID", help="that trial's best checkpoint instead (ID: a trial name from the summary table)")
@@ -105,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
                         help="fp32 (default); int8: static quantization, 1.16x fp32's images/s at batch 1 and 0.36x "
                              "its file in the README's CPU benchmark; fp16: 0.56x the file, slower on CPU")
+    limits = export.add_argument_group("limits", "with --best: export the best-scoring trial within all of them")
+    limits.add_argument("--max-params", type=_count, metavar="N", help="parameters, e.g. 500000 or 500k")
+    limits.add_argument("--max-macs", type=_count, metavar="N",
+                        help="multiply-accumulates of one image at the training size, e.g. 2M or 1.5G")
+    limits.add_argument("--max-latency-ms", type=_positive_float, metavar="X",
+                        help="onnxruntime batch-1 time of one image at the training size on this machine's "
+                             "threads, measured and recorded in the sidecar")
     export.set_defaults(handler=_export)
 
     spaces = _add_command(commands, "spaces", "list the built-in search spaces, or copy one to edit", """
@@ -130,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", type=Path, help="also write the scores as JSON here")
     score.set_defaults(handler=_score)
 
-    report = commands.add_parser("report", help="write report.md and PNG figures of an experiment, print its summary")
+    report = commands.add_parser("report", help="write report.md and PNG figures of an experiment (quality against "
+                                 "cost with the Pareto front among them), print its summary and Pareto trials")
     report.add_argument("--experiment", help="experiment name (default: the latest)")
     report.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
     report.add_argument("--data-dir", help="dataset location for the test-pair grid (default: the experiment's)")
@@ -200,6 +212,9 @@ def _tune(args) -> int:
             max_failures=args.max_failures, seed=args.seed, overrides=args.overrides, space_source=space.source,
         )
         _check_data(space, request.data_dir)
+    if request.settings.multi_objective:
+        print(f"objectives {', '.join(request.settings.objectives)}: every trial runs its {request.settings.max_epochs} "
+              "epochs (ASHA stops trials on one metric, so it is off)")
     tune.run(request, address=args.address, resume=bool(args.resume))
     return _tune_summary(directory, request)
 
@@ -259,17 +274,23 @@ def _train_resume(args) -> int:
     from runner.config import TrialConfig
     from runner.reports.report import print_summary
     from runner.results import experiment_dir, read_experiment
+    from runner.space import apply_overrides
     from runner.training.device import resolve
     from runner.training.standalone import resume_one
 
-    given = [flag for flag in ("minutes", "max_epochs", "name", "device", "overrides") if getattr(args, flag)]
+    given = [flag for flag in ("minutes", "max_epochs", "name") if getattr(args, flag)]
     if given:
         raise RunnerError(f"--resume continues a run as it was started; drop {', '.join('--' + f.replace('_', '-') for f in given)}")
+    changed = [override.partition("=")[0] for override in args.overrides if override.partition("=")[0] not in WHERE_IT_RUNS]
+    if changed:
+        raise RunnerError(f"--resume continues a run as it was started; it may change only {', '.join(WHERE_IT_RUNS)}, "
+                          f"so drop {', '.join(changed)}")
     directory = experiment_dir(args.results, args.resume)
     stored = read_experiment(directory)
     if stored.get("kind") != "train":
         raise RunnerError(f"{args.resume} was not made by `runner train`; resume a search with `runner tune --resume`")
-    config = TrialConfig.from_dict(stored["config"])
+    config = TrialConfig.from_dict(apply_overrides(stored["config"], args.overrides))
+    config.train.device = args.device or config.train.device
     resolve(config.train, gpu_ids=None)
     with _resumable(directory):
         resume_one(config, directory, data_dir=_absolute(args.data_dir) or stored.get("data_dir"))
@@ -289,15 +310,28 @@ def _resumable(directory: Path):
 
 
 def _export(args) -> int:
-    from runner.export import export_checkpoint, trial_checkpoint
+    from runner.export import Limits, export_checkpoint, export_within, trial_checkpoint
+    from runner.inference.sidecar import read_sidecar
+    from runner.models.cost import format_count
     from runner.results import best_checkpoint, find_experiment, stored_data_dir
 
+    limits = Limits(args.max_params, args.max_macs, args.max_latency_ms)
+    if limits and args.trial:
+        raise RunnerError("--max-params, --max-macs and --max-latency-ms choose among trials, so they go with --best; "
+                          f"drop them to export {args.trial}")
     directory = find_experiment(args.results, args.experiment)
-    chosen = trial_checkpoint(directory, args.trial) if args.trial else best_checkpoint(directory)
-    data_dir = args.data_dir or stored_data_dir(directory)
-    target = export_checkpoint(chosen, args.output, experiment=directory.name, data_dir=data_dir, overwrite=args.overwrite,
-                               precision=args.precision)
-    print(f"exported {chosen.trial} (val PIT-PSNR {chosen.score:.2f} dB) to {target} and {target.with_suffix('.json')}")
+    options = {"experiment": directory.name, "data_dir": args.data_dir or stored_data_dir(directory),
+               "overwrite": args.overwrite, "precision": args.precision}
+    if limits:
+        chosen, target = export_within(directory, limits, args.output, **options)
+    else:
+        chosen = trial_checkpoint(directory, args.trial) if args.trial else best_checkpoint(directory)
+        target = export_checkpoint(chosen, args.output, **options)
+    sidecar = read_sidecar(target)
+    cost = f"{format_count(sidecar['cost']['params'])} parameters, {format_count(sidecar['cost']['macs'])} MACs"
+    if "latency_ms" in sidecar:
+        cost += f", {sidecar['latency_ms']:.3g} ms at batch 1 on {sidecar['latency_threads']} threads"
+    print(f"exported {chosen.trial} (val PIT-PSNR {chosen.score:.2f} dB; {cost}) to {target} and {target.with_suffix('.json')}")
     return 0
 
 
@@ -340,12 +374,15 @@ def _score(args) -> int:
 
 
 def _report(args) -> int:
-    from runner.reports.report import print_summary, write_report
+    from rich.console import Console
+
+    from runner.reports.report import pareto_table, print_summary, write_report
     from runner.results import find_experiment
 
     directory = find_experiment(args.results, args.experiment)
     report = write_report(directory, data_dir=args.data_dir)
     print_summary(directory)
+    Console().print(pareto_table(directory, report.pareto))
     for note in report.notes:
         print(f"left out: {note}")
     print(f"wrote {report.markdown} and {len(report.figures)} figures: {', '.join(p.name for p in report.figures)}")
@@ -392,6 +429,20 @@ def _results_dir(text: str) -> Path:
 
 def _positive_int(text: str) -> int:
     value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole count, plain or with a k, M or G suffix (thousand, million, billion): 500000, 500k, 1.5M."""
+    number, scale = text, 1
+    if text[-1:] in ("k", "M", "G"):
+        number, scale = text[:-1], {"k": 10**3, "M": 10**6, "G": 10**9}[text[-1]]
+    try:
+        value = round(float(number) * scale)
+    except (ValueError, OverflowError):  # not a number, or nan / inf
+        raise argparse.ArgumentTypeError(f"'{text}' is not a count; give a number, optionally with k, M or G (500k, 1.5M)") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value

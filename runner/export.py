@@ -8,6 +8,12 @@ sidecar `.json` are moved into the output directory. A failure leaves nothing be
 QDQ quantization, per-channel weights, calibrated on the validation mixtures; fp16:
 weights and activations in half precision, float32 input and outputs). The converted
 model's outputs must agree with the fp32 model's to at least `PRECISION_MIN_PSNR` dB.
+
+`export_within` picks what fits: the best-scoring trial whose recorded cost (parameters,
+multiply-accumulates) is within the limits, and, with a latency limit, whose published
+file runs a batch-1 image at its training size within it on onnxruntime, timed as
+`separate` runs it on this machine's threads. Trials are tried best-scoring first, so no
+better-scoring trial within the limits is passed over.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ import contextlib
 import io
 import logging
 import os
+import statistics
 import tempfile
+import time
 import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +36,9 @@ import torch
 from runner.training.checkpoint import load_checkpoint, rebuild_model
 from runner.config import TrialConfig
 from runner.errors import RunnerError
+from runner.models.cost import COST_KEYS, format_count, model_cost
 from runner.scoring import psnr
-from runner.results import CheckpointInfo, find_checkpoints
+from runner.results import CheckpointInfo, best_checkpoint, best_per_trial, find_checkpoints
 from runner.inference.sidecar import sidecar_path, write_sidecar
 
 OPSET = 18
@@ -35,6 +46,7 @@ PARITY_TOLERANCE = 1e-4
 PARITY_PAIRS = 64
 PRECISIONS = ("fp32", "fp16", "int8")  # fp32 is the exact export; the others are converted from it
 PRECISION_MIN_PSNR = 30.0  # dB, int8/fp16 outputs against the fp32 model's on validation mixtures
+LATENCY_WARMUP, LATENCY_RUNS = 5, 30  # untimed runs first (onnxruntime allocates on the first), then the median
 
 
 def trial_checkpoint(directory: Path, trial: str) -> CheckpointInfo:
@@ -50,6 +62,96 @@ def trial_checkpoint(directory: Path, trial: str) -> CheckpointInfo:
     return max(of_trial, key=lambda checkpoint: checkpoint.score)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the exported model may cost (None: no limit); `runner export --max-*`."""
+
+    max_params: int | None = None
+    max_macs: int | None = None
+    max_latency_ms: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(limit is not None for limit in (self.max_params, self.max_macs, self.max_latency_ms))
+
+    def sizes(self) -> dict[str, int]:
+        """The limits on recorded cost, by cost key."""
+        limits = {"params": self.max_params, "macs": self.max_macs}
+        return {key: limit for key, limit in limits.items() if limit is not None}
+
+    def excess(self, cost: dict[str, int]) -> float:
+        """The largest share of a size limit that `cost` takes: 1 or less fits them all."""
+        return max((cost[key] / limit for key, limit in self.sizes().items()), default=0.0)
+
+
+class TooSlow(RunnerError):
+    """The published file of a checkpoint runs slower than --max-latency-ms."""
+
+    def __init__(self, trial: str, latency: dict[str, float], limit: float):
+        self.trial, self.latency_ms, self.threads = trial, latency["latency_ms"], latency["latency_threads"]
+        super().__init__(f"{trial} takes {self.latency_ms:.3g} ms per image at batch 1 on {self.threads} threads, "
+                         f"over --max-latency-ms {limit:g}")
+
+
+def checkpoint_cost(checkpoint: CheckpointInfo) -> dict[str, int]:
+    """The cost recorded with a checkpoint's metrics; counted from the checkpoint itself if it predates the record."""
+    if all(key in checkpoint.metrics for key in COST_KEYS):
+        return {key: checkpoint.metrics[key] for key in COST_KEYS}
+    state = load_checkpoint(checkpoint.path)
+    return model_cost(rebuild_model(state), state.input_shape)
+
+
+def export_within(
+    directory: Path, limits: Limits, output_dir: Path, **options
+) -> tuple[CheckpointInfo, Path]:
+    """Export the best-scoring trial of the experiment at `directory` within `limits`: (its checkpoint, the ONNX path).
+
+    `options` are export_checkpoint's. Trials are tried best-scoring first; the first within
+    every limit is exported, so none scoring better within them is passed over. When none
+    fits, one RunnerError says what the closest needs, and nothing is written.
+    """
+    ranked = best_per_trial(directory)
+    if not ranked:
+        best_checkpoint(directory)  # raises its one line: no finished trial yet
+    costs = {checkpoint.trial: checkpoint_cost(checkpoint) for checkpoint in ranked}
+    within = [checkpoint for checkpoint in ranked if limits.excess(costs[checkpoint.trial]) <= 1]
+    if not within:
+        closest = min(ranked, key=lambda checkpoint: limits.excess(costs[checkpoint.trial]))
+        needs = " and ".join(f"{format_count(costs[closest.trial][key])} {COST_NAMES[key]}" for key in limits.sizes())
+        raise RunnerError(f"no trial of {directory.name} fits {_flags(limits.sizes())}: the smallest needs {needs} "
+                          f"({closest.trial}); raise the limit or search smaller models")
+    if limits.max_latency_ms is None:
+        return within[0], export_checkpoint(within[0], output_dir, **options)
+    existed, fastest = output_dir.exists(), None
+    for checkpoint in within:
+        try:
+            return checkpoint, export_checkpoint(checkpoint, output_dir, max_latency_ms=limits.max_latency_ms, **options)
+        except TooSlow as slow:
+            fastest = slow if fastest is None or slow.latency_ms < fastest.latency_ms else fastest
+    if not existed:
+        with contextlib.suppress(OSError):
+            output_dir.rmdir()  # made for the timed exports, and left empty: nothing was written
+    others = f" within {_flags(limits.sizes())}" if limits.sizes() else ""
+    which = f"the one trial{others}" if len(within) == 1 else f"the fastest of the {len(within)} trials{others}"
+    raise RunnerError(
+        f"no trial of {directory.name} fits --max-latency-ms {limits.max_latency_ms:g}: {which} takes "
+        f"{fastest.latency_ms:.3g} ms per image at batch 1 on {fastest.threads} threads ({fastest.trial}); "
+        "raise the limit or search smaller models"
+    )
+
+
+COST_NAMES = {"params": "parameters", "macs": "MACs"}
+
+
+def _flags(sizes: dict[str, int]) -> str:
+    """The limits as flags: short (1.5M) when that is exact, else the whole number given."""
+    def text(limit: int) -> str:
+        short = format_count(limit)
+        scale = {"k": 10**3, "M": 10**6, "G": 10**9}.get(short[-1], 1)
+        return short if round(float(short.rstrip("kMG")) * scale) == limit else str(limit)
+
+    return " ".join(f"--max-{key} {text(limit)}" for key, limit in sizes.items())
+
+
 def export_checkpoint(
     checkpoint: CheckpointInfo,
     output_dir: Path,
@@ -58,8 +160,13 @@ def export_checkpoint(
     data_dir: str | None = None,
     overwrite: bool = False,
     precision: str = "fp32",
+    max_latency_ms: float | None = None,
 ) -> Path:
-    """Export one checkpoint to `output_dir/<experiment>-<family>[-<precision>].onnx` (+ `.json`); returns the ONNX path."""
+    """Export one checkpoint to `output_dir/<experiment>-<family>[-<precision>].onnx` (+ `.json`); returns the ONNX path.
+
+    With `max_latency_ms`, the staged file's batch-1 latency is measured and recorded in the
+    sidecar, and a file slower than that is a `TooSlow` error, with nothing published.
+    """
     if precision not in PRECISIONS:
         raise RunnerError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     state = load_checkpoint(checkpoint.path)
@@ -78,7 +185,7 @@ def export_checkpoint(
         converted = {}
         if precision != "fp32":
             converted["precision_psnr_vs_fp32"] = round(convert_precision(staged, precision, mixtures), 2)
-        write_sidecar(staged, {
+        info = {
             "channels": state.input_shape[0],
             "image_size": state.input_shape[1:],
             "size_multiple": model.size_multiple,
@@ -92,8 +199,16 @@ def export_checkpoint(
             "checkpoint": str(checkpoint.path),
             "opset": OPSET,
             "precision": precision,
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # separate's default: the newest
+            "cost": model_cost(model, state.input_shape),
             **converted,
-        })
+        }
+        write_sidecar(staged, info)
+        if max_latency_ms is not None:
+            latency = measure_latency(staged)
+            if latency["latency_ms"] > max_latency_ms:
+                raise TooSlow(checkpoint.trial, latency, max_latency_ms)
+            write_sidecar(staged, {**info, **latency})
         # Sidecar first, then the model: `separate` looks for .onnx files, so it never finds
         # a model whose sidecar is not in place yet.
         os.replace(sidecar_path(staged), sidecar_path(target))
@@ -116,7 +231,32 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> No
             input_names=["mixture"], output_names=["source_1", "source_2"],
             dynamic_shapes={"mixture": axes}, opset_version=OPSET, external_data=False,
         )
+    # The exporter annotates every node with the exporting machine's source paths and stack
+    # traces: no use to onnxruntime, most of a small model's file, and local paths in a file
+    # that ships. The exporter has no switch for it, so they are dropped here.
+    exported = onnx.load(str(path))
+    for node in exported.graph.node:
+        del node.metadata_props[:]
+    onnx.save(exported, str(path))
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def measure_latency(path: Path) -> dict[str, float]:
+    """Median seconds x 1000 of one image at the model's training size, in the session `separate` opens,
+    on as many threads as `separate` uses (this machine's CPUs). The model's sidecar must be beside it."""
+    from runner.inference.model import load_model
+
+    threads = os.cpu_count() or 1
+    model = load_model(path, threads)
+    image = np.random.default_rng(0).random((1, model.channels, *model.image_size), dtype=np.float32)
+    for _ in range(LATENCY_WARMUP):
+        model.run(image)
+    seconds = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        model.run(image)
+        seconds.append(time.perf_counter() - start)
+    return {"latency_ms": round(1000 * statistics.median(seconds), 3), "latency_threads": threads}
 
 
 def check_parity(model: torch.nn.Module, path: Path, mixtures: torch.Tensor) -> float:

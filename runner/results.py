@@ -8,7 +8,9 @@
 
 Ray Tune writes the trial directories of `runner tune`; `runner train` writes the same
 layout itself, so everything downstream (export, report) reads both alike. Lookups read
-`metrics.json` only, so ranking checkpoints needs no torch.
+`metrics.json` only, so ranking checkpoints needs no torch. Its metrics, like each line of
+result.json, carry the model's cost beside its scores (`params`, `macs`,
+`onnx_bytes_estimate`: runner/models/cost.py), which export's limits and the report read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ EXPERIMENT_FILE = "experiment.json"
 STUDY_FILE = "study.db"
 SPACE_COPY = "space.yaml"
 METRIC = "val_pit_psnr"
+# What `tune.objectives` may name: the metric each one is and which way is better.
+OBJECTIVES = {"psnr": (METRIC, "max"), "macs": ("macs", "min"), "params": ("params", "min")}
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,15 @@ def best_checkpoint(directory: Path) -> CheckpointInfo:
             f"let `runner tune` finish or resume it with `runner tune --resume {directory.name}`"
         )
     return max(checkpoints, key=lambda c: c.score)
+
+
+def best_per_trial(directory: Path) -> list[CheckpointInfo]:
+    """The best checkpoint of each trial, best-scoring first."""
+    best: dict[str, CheckpointInfo] = {}
+    for checkpoint in find_checkpoints(directory):
+        if checkpoint.trial not in best or checkpoint.score > best[checkpoint.trial].score:
+            best[checkpoint.trial] = checkpoint
+    return sorted(best.values(), key=lambda checkpoint: checkpoint.score, reverse=True)
 
 
 def family_of(config: dict[str, Any]) -> str:

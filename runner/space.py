@@ -32,6 +32,7 @@ import yaml
 from runner.config import SECTIONS, TrialConfig, field_names, refuse_other_families
 from runner.errors import RunnerError
 from runner.models import MODELS
+from runner.results import OBJECTIVES
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "logint")
 WIDTH_KEYS = ("base_width", "depth")
@@ -57,10 +58,21 @@ class TuneSettings:
     max_epochs: int = 10             # epochs of the longest trial (ASHA's max_t)
     grace_period: int = 1            # epochs every trial gets before ASHA may stop it
     reduction_factor: int = 2        # ASHA keeps the best 1/reduction_factor at each rung
+    scheduler: str = "asha"          # asha (stops the worst trials early) | fifo (every trial to max_epochs)
+    sampler: str = "tpe"             # tpe (Optuna's TPESampler) | random (Optuna's RandomSampler)
+    startup_trials: int = 10         # trials TPE draws at random before it models the results (Optuna's n_startup_trials)
     # The first trials, fixed by hand: each point maps Optuna's parameter names ("train.loss",
     # "vae.train.kl_weight") to values, and the sampler fills in what a point leaves out. This
     # is how a small search is sure to try given values (TPE may draw one value twice).
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    # What the search optimises: [psnr], or psnr with a cost ([psnr, macs]) for Optuna's
+    # multi-objective TPE. Several objectives run every trial to max_epochs: ASHA stops
+    # trials on one metric, so it is off for them.
+    objectives: list[str] = field(default_factory=lambda: ["psnr"])
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
 
 @dataclass
@@ -279,9 +291,32 @@ def _tune_settings(raw: Any, path: Path) -> TuneSettings:
                 raise RunnerError(
                     f"tune.points_to_evaluate in {path} must be a list of mappings, e.g. [{{train.loss: fixed}}]"
                 )
+        elif key == "objectives":
+            _check_objectives(value, raw, path)
+        elif key in CHOICES:
+            if value not in CHOICES[key]:
+                raise RunnerError(f"tune.{key} in {path} must be one of {', '.join(CHOICES[key])}, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RunnerError(f"tune.{key} in {path} must be a positive integer, got {value!r}")
     return TuneSettings(**raw)
+
+
+CHOICES = {"scheduler": ("asha", "fifo"), "sampler": ("tpe", "random")}  # the tune: keys that take a name
+
+
+def _check_objectives(objectives: Any, raw: dict[str, Any], path: Path) -> None:
+    if (not isinstance(objectives, list) or "psnr" not in objectives or len(set(objectives)) != len(objectives)
+            or not set(objectives) <= set(OBJECTIVES)):
+        raise RunnerError(
+            f"tune.objectives in {path} must list psnr, alone or with costs, once each, from {', '.join(OBJECTIVES)}; "
+            f"e.g. [psnr, macs], got {objectives!r}"
+        )
+    asha = [key for key in ("grace_period", "reduction_factor", "scheduler") if key in raw]
+    if len(objectives) > 1 and asha:
+        raise RunnerError(
+            f"{path}: tune.objectives {', '.join(objectives)} runs every trial to the end, without ASHA, which stops "
+            f"trials on one metric; drop tune.{' and tune.'.join(asha)} or keep the one objective psnr"
+        )
 
 
 def searched_parameters(space: SearchSpace) -> dict[str, Any]:

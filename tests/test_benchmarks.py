@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.ray_processes import wait_for
+from tests.tiny_spaces import tiny_trial
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -67,3 +70,44 @@ def test_error_bands_split_the_error_of_a_checkpoint(tmp_path, cifar_dir):
     without_figure = run_benchmark("error_bands", tmp_path, cifar_dir, "--checkpoint", str(checkpoint),
                                    "--test-pairs", "50", "--figure", "")
     assert "figure" not in without_figure
+
+
+SEARCH_SMOKE_SPACE = """\
+# runner tune --space smoke.yaml (test-sized)
+tune:
+  max_epochs: 2
+""" + tiny_trial(epoch_pairs=64)
+
+
+@pytest.mark.slow
+def test_search_efficiency_races_all_four_strategies(tmp_path, cifar_dir, processes):
+    space = tmp_path / "smoke.yaml"
+    space.write_text(SEARCH_SMOKE_SPACE)
+    output, figure = tmp_path / "search.json", tmp_path / "search.png"
+    # The processes fixture's environment: Ray's token stays in tmp_path, and whatever the runs leave is stopped.
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "search_efficiency.py"), "--data-dir", str(cifar_dir), "--json", str(output),
+         "--space", str(space), "--budget-minutes", "1", "--seeds", "1", "--figure", str(figure)],
+        capture_output=True, text=True, timeout=600, env=processes.env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| ---" in result.stdout, "a markdown table on stdout"
+    wait_for(lambda: not processes.running(), 30, "every run's processes, Ray's included, to exit")
+    report = json.loads(output.read_text())
+    strategies = ("tune", "tune-random", "optuna", "random")
+    assert set(report["strategies"]) == set(strategies)
+    for strategy in strategies:
+        assert report["strategies"][strategy]["label"] in result.stdout, "a row of the table"
+    assert len(report["runs"]) == 4
+    for run in report["runs"]:
+        assert run["trials"] and run["curve"], f"{run['strategy']} reported no epoch within the budget"
+        times, bests = (list(column) for column in zip(*run["curve"]))
+        assert times == sorted(times) and all(0 <= t <= 60 for t in times)
+        assert all(later > earlier for earlier, later in zip(bests, bests[1:])), "best-so-far only rises"
+        assert bests[-1] == run["final_best"] == max(event[3] for event in run["events"])
+        assert run["exit_code"] in (0, 130) and run["stopped_by"] == "budget"
+    # One random run: its own final best is the target, reached when its curve got there.
+    random_run = next(run for run in report["runs"] if run["strategy"] == "random")
+    assert report["target_psnr"] == random_run["final_best"]
+    assert report["strategies"]["random"]["time_to_target_mean_s"] == random_run["curve"][-1][0]
+    assert figure.stat().st_size > 0

@@ -19,7 +19,7 @@ from PIL import Image
 from tests.synthetic_data import write_image_folder
 
 BIN = Path(sys.executable).parent
-SEARCH_FIGURES = {"curves.png", "best.png", "separations.png", "history.png", "importances.png"}
+SEARCH_FIGURES = {"curves.png", "best.png", "cost.png", "separations.png", "history.png", "importances.png"}
 
 FOLDER_SPACE = """\
 # runner tune --space folder.yaml --data-dir IMAGES (test-sized)
@@ -97,7 +97,7 @@ def assert_real_distinct_pngs(figures: dict[str, bytes], experiment: Path) -> No
     assert len({hashlib.sha256(content).hexdigest() for content in figures.values()}) == len(figures)
 
 
-def test_report_of_a_search_writes_markdown_and_five_distinct_figures(searched):
+def test_report_of_a_search_writes_markdown_and_six_distinct_figures(searched):
     result = run(["runner", "report", "--experiment", "own-images", "--results", str(searched)])
     experiment = searched / "own-images"
     figures = figures_of(experiment)
@@ -108,7 +108,8 @@ def test_report_of_a_search_writes_markdown_and_five_distinct_figures(searched):
         assert f"]({name})" in markdown
     assert "Not drawn" not in markdown
     assert "| unet |" in markdown and "| ae |" in markdown and "Average" in markdown
-    assert "best trial per family" in result.stdout and "5 figures" in result.stdout
+    assert "best trial per family" in result.stdout and "6 figures" in result.stdout
+    assert "the Pareto trials" in result.stdout and "### The Pareto trials" in markdown
 
 
 def test_report_defaults_to_the_latest_experiment(searched):
@@ -127,7 +128,7 @@ def test_train_on_a_folder_and_report_it_without_a_study(tmp_path, images):
 
     result = run(["runner", "report", "--experiment", "one", "--results", str(tmp_path / "R")])
     figures = figures_of(experiment)
-    assert set(figures) == {"curves.png", "best.png", "separations.png"}
+    assert set(figures) == {"curves.png", "best.png", "cost.png", "separations.png"}
     assert_real_distinct_pngs(figures, experiment)
     assert "no Optuna study" in (experiment / "report.md").read_text()
     assert "left out: Optuna" in result.stdout

@@ -74,7 +74,7 @@ def test_ctrl_c_says_how_to_continue_and_resume_finishes(tmp_path, cifar_dir, co
     assert run.wait(timeout=60) == 130
     last = run.stderr.read().strip().splitlines()[-1]
     assert "runner train --resume stopped" in last
-    resumed = start(tmp_path, cifar_dir, "--resume", "stopped")
+    resumed = start(tmp_path, cifar_dir, "--resume", "stopped", "--device", "cpu", "train.threads=2")  # where it runs may change
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     done = epochs(tmp_path, "stopped")
     assert done == list(range(1, len(done) + 1)) and len(done) >= 2
@@ -87,7 +87,13 @@ def test_resume_of_a_search_or_with_new_flags_is_one_line(tmp_path, cifar_dir, c
     (tmp_path / "R" / "search" / "experiment.json").write_text(json.dumps({"kind": "tune"}))
 
     changed = start(tmp_path, cifar_dir, "--resume", "one", "--minutes", 1)
+    retrained = start(tmp_path, cifar_dir, "--resume", "one", "train.threads=2", "train.lr=1")
     search = start(tmp_path, cifar_dir, "--resume", "search")
 
     assert changed.wait(timeout=60) == 2 and "drop --minutes" in changed.stderr.read()
+    assert retrained.wait(timeout=60) == 2
+    assert retrained.stderr.read().strip() == (
+        "runner: error: --resume continues a run as it was started; it may change only train.device, "
+        "train.threads, so drop train.lr"
+    )
     assert search.wait(timeout=60) == 2 and "runner tune --resume" in search.stderr.read()

@@ -19,11 +19,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, and the same output on every machine
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.ticker import EngFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from runner.results import CheckpointInfo  # noqa: E402
 
 if TYPE_CHECKING:
+    from runner.reports.report import TrialCost
     from runner.reports.separations import Separation
 
 BASELINE = {"color": "black", "linestyle": "--", "linewidth": 1.2, "label": "Average baseline"}
@@ -83,6 +85,35 @@ def best_against_baseline(best: dict[str, CheckpointInfo], path: Path) -> Path:
         axes.grid(axis="y", alpha=0.3)
     panels[0].legend(handles=[baseline_bars], loc="upper left", fontsize="small")
     figure.suptitle("Best trial per family against the Average baseline")
+    return _save(figure, path)
+
+
+def quality_against_cost(trials: Sequence[TrialCost], front: Sequence[TrialCost], path: Path) -> Path:
+    """Each trial's best validation PIT-PSNR against its MACs (log scale), coloured by family,
+    the Pareto front joined and named, the Average baseline as a line."""
+    colours = family_colours(trial.label for trial in trials)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, colour in colours.items():
+        mine = [trial for trial in trials if trial.label == label]
+        axes.scatter([t.cost["macs"] for t in mine], [t.psnr for t in mine], color=colour, label=label, alpha=0.8, zorder=3)
+    # A step line: beyond each front trial, nothing better is had until the next one's cost.
+    axes.plot([t.cost["macs"] for t in front], [t.psnr for t in front], drawstyle="steps-post", color="black",
+              linewidth=1, marker="o", markersize=10, markerfacecolor="none", label="Pareto front", zorder=4)
+    for trial in front:
+        axes.annotate(trial.checkpoint.trial, (trial.cost["macs"], trial.psnr), textcoords="offset points",
+                      xytext=(6, -10), fontsize="x-small")
+    baselines = sorted({round(trial.checkpoint.metrics["val_baseline_psnr"], 3) for trial in trials})
+    for number, baseline in enumerate(baselines):
+        axes.axhline(baseline, **{**BASELINE, "label": BASELINE["label"] if number == 0 else None})
+    axes.set_xscale("log")
+    # Counts as 2M, 50M, 1G; between the decades only 2x and 5x are named, so ticks never crowd.
+    engineering = EngFormatter(sep="")
+    axes.xaxis.set_major_formatter(engineering)
+    axes.xaxis.set_minor_formatter(lambda x, position: engineering(x) if f"{x:.0e}"[0] in "25" else "")
+    axes.set(xlabel="multiply-accumulates per image at the training size (log scale)",
+             ylabel="best validation PIT-PSNR (dB)", title="Quality against cost, every trial")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(loc="best", fontsize="small")
     return _save(figure, path)
 
 

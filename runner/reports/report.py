@@ -5,6 +5,7 @@
     report.md           the summary table, the figures, and a note for any figure left out
     curves.png          validation PIT-PSNR per epoch of every trial, coloured by family
     best.png            the best trial per family against the Average baseline
+    cost.png            each trial's best PIT-PSNR against its MACs, the Pareto front marked
     separations.png     test mixtures, their true pair and the best checkpoint's two outputs
     history.png         Optuna's optimisation history (searches only)
     importances.png     Optuna's parameter importances (searches only)
@@ -14,21 +15,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from runner.errors import RunnerError
 from runner.results import (
-    STUDY_FILE, CheckpointInfo, best_checkpoint, family_of, find_checkpoints, read_experiment, stored_data_dir,
-    trial_histories,
+    STUDY_FILE, CheckpointInfo, best_checkpoint, best_per_trial, family_of, find_checkpoints, read_experiment,
+    stored_data_dir, trial_histories,
 )
 
 REPORT_FILE = "report.md"
 GRID_PAIRS = 6          # rows of the separations grid
 COLUMNS = ("family", "trial", "hyper-parameters", "PIT-PSNR", "PIT-SSIM", "Average", "gain")
 NUMERIC = {"PIT-PSNR", "PIT-SSIM", "Average", "gain"}
+PARETO_COLUMNS = ("trial", "family", "params", "MACs", "est. ONNX size", "PIT-PSNR", "gain")
+PARETO_NUMERIC = {"params", "MACs", "est. ONNX size", "PIT-PSNR", "gain"}
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Report:
     markdown: Path
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)     # figures left out, and why
+    pareto: list[TrialCost] = field(default_factory=list)  # the Pareto trials, cheapest first
 
 
 def best_per_family(directory: Path) -> dict[str, CheckpointInfo]:
@@ -53,6 +57,53 @@ def family_label(config: dict[str, Any], family: str | None = None) -> str:
     collapse, so reports show it beside the permutation-invariant one instead of ranking them."""
     family = family or family_of(config)
     return f"{family}, fixed-order" if config.get("train", {}).get("loss") == "fixed" else family
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    """A trial's best checkpoint beside what the model costs (runner.models.cost's keys)."""
+
+    checkpoint: CheckpointInfo
+    label: str                 # family_label
+    cost: dict[str, int]       # params, macs, onnx_bytes_estimate
+
+    @property
+    def psnr(self) -> float:
+        return self.checkpoint.score
+
+
+def trial_costs(directory: Path) -> list[TrialCost]:
+    """Every trial's best checkpoint with its cost (recorded with its metrics, or counted from it)."""
+    from runner.export import checkpoint_cost
+
+    return [TrialCost(checkpoint, family_label(checkpoint.config, checkpoint.family), checkpoint_cost(checkpoint))
+            for checkpoint in best_per_trial(directory)]
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, quality) points that no other point beats, cheapest first.
+
+    A point is beaten when another costs no more and scores higher, or costs less and
+    scores as well; of points equal in both, the first is kept. (A sort and one sweep:
+    nothing the project depends on offers it for plain points; Optuna's works on a
+    multi-objective study.)
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front: list[int] = []
+    for index in order:
+        if not front or points[index][1] > points[front[-1]][1]:
+            front.append(index)
+    return front
+
+
+def pareto_rows(trials: Sequence[TrialCost]) -> list[list[str]]:
+    from runner.models.cost import format_count
+
+    return [[
+        trial.checkpoint.trial, trial.label, format_count(trial.cost["params"]), format_count(trial.cost["macs"]),
+        f"{format_count(trial.cost['onnx_bytes_estimate'])}B", f"{trial.psnr:.2f} dB",
+        f"{trial.psnr - trial.checkpoint.metrics['val_baseline_psnr']:+.2f} dB",
+    ] for trial in trials]
 
 
 def summary_rows(best: dict[str, CheckpointInfo]) -> list[list[str]]:
@@ -124,6 +175,17 @@ def write_report(directory: Path, data_dir: str | None = None) -> Report:
                figures.best_against_baseline(best, directory / "best.png"),
                "Validation PIT-PSNR and PIT-SSIM of each family's best checkpoint, beside the baseline on the same pairs.")
 
+    trials = trial_costs(directory)
+    front = [trials[i] for i in pareto_front([(trial.cost["macs"], trial.psnr) for trial in trials])]
+    report.pareto = front
+    add_figure("Quality against cost", figures.quality_against_cost(trials, front, directory / "cost.png"),
+               "Each trial's best validation PIT-PSNR against the multiply-accumulates (MACs) of one image at the "
+               "training size. The Pareto front is marked: each trial on it scores better than every other trial "
+               "that costs as little or less. The dashed line is the Average baseline.")
+    lines.extend(["### The Pareto trials, cheapest first", "",
+                  *_markdown_table(pareto_rows(front), PARETO_COLUMNS, PARETO_NUMERIC),
+                  "", "Est. ONNX size: the fp32 file `runner export` writes, estimated from the parameters.", ""])
+
     title = "Test mixtures separated by the best model"
     try:
         from runner.reports.separations import separate_test_pairs
@@ -191,7 +253,16 @@ def _introduction(stored: dict[str, Any], best: dict[str, CheckpointInfo]) -> st
             "baseline, which returns the mixture as both outputs.")
 
 
-def _markdown_table(rows: list[list[str]]) -> list[str]:
-    header = f"| {' | '.join(COLUMNS)} |"
-    rule = "|" + "|".join("---:" if column in NUMERIC else "---" for column in COLUMNS) + "|"
+def pareto_table(directory: Path, front: Sequence[TrialCost]) -> Table:
+    table = Table(title=f"{directory.name}: the Pareto trials (quality against MACs), cheapest first")
+    for column in PARETO_COLUMNS:
+        table.add_column(column, justify="right" if column in PARETO_NUMERIC else "left")
+    for row in pareto_rows(front):
+        table.add_row(*row)
+    return table
+
+
+def _markdown_table(rows: list[list[str]], columns=COLUMNS, numeric=NUMERIC) -> list[str]:
+    header = f"| {' | '.join(columns)} |"
+    rule = "|" + "|".join("---:" if column in numeric else "---" for column in columns) + "|"
     return [header, rule, *(f"| {' | '.join(row)} |" for row in rows)]

@@ -20,7 +20,7 @@ from typing import Any
 
 from runner.config import TrialConfig
 from runner.errors import RunnerError
-from runner.results import METRIC, SPACE_COPY, STUDY_FILE, experiment_dir, read_experiment, write_experiment
+from runner.results import METRIC, OBJECTIVES, SPACE_COPY, STUDY_FILE, experiment_dir, read_experiment, write_experiment
 from runner.search import private_ray_on_loopback
 from runner.space import SearchSpace, TuneSettings, load_space
 
@@ -141,6 +141,8 @@ def run(request: TuneRequest, address: str | None = None, resume: bool = False):
                     num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
                 ),
                 failure_config=tune.FailureConfig(max_failures=request.max_failures),
+                # Ray adds its own loggers beside these: result.json, progress.csv and the
+                # TensorBoard events (tensorboardX comes with ray[tune]) in every trial's folder.
                 callbacks=[view],
                 verbose=0,
             ),
@@ -267,20 +269,33 @@ def _searcher(space: SearchSpace, request: TuneRequest, directory: Path):
     from runner.search.searcher import ResumableOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metrics, modes = zip(*(OBJECTIVES[name] for name in request.settings.objectives))
+    multi = request.settings.multi_objective
     return ResumableOptunaSearch(
         space=space.define_by_run(),
-        metric=METRIC,
-        mode="max",
-        sampler=optuna.samplers.TPESampler(seed=request.seed),
+        metric=list(metrics) if multi else METRIC,
+        mode=list(modes) if multi else "max",
+        sampler=_sampler(request.settings, request.seed),
         study_name=request.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{directory / STUDY_FILE}"),
         points_to_evaluate=request.settings.points_to_evaluate or None,
     )
 
 
-def _scheduler(settings: TuneSettings):
-    from ray.tune.schedulers import ASHAScheduler
+def _sampler(settings: TuneSettings, seed: int | None):
+    import optuna
 
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # TPE handles several objectives itself (Optuna's MOTPE): one sampler for both kinds of search.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials)
+
+
+def _scheduler(settings: TuneSettings):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if settings.multi_objective or settings.scheduler == "fifo":
+        return FIFOScheduler()  # every trial to max_epochs: ASHA ranks trials on one metric only
     return ASHAScheduler(
         metric=METRIC,
         mode="max",

@@ -21,6 +21,7 @@ import torch
 from runner.data.sampler import PairData, PairSampler, epoch_seed, load_pair_data, make_mixtures
 from runner.errors import RunnerError, TrialDiverged
 from runner.models import build_model
+from runner.models.cost import model_cost
 from runner.training.checkpoint import TrainingState, to_cpu
 from runner.training.device import DevicePlan, resolve
 from runner.training.losses import total_loss
@@ -62,7 +63,7 @@ def fit(
         train_loss, steps, seconds = train_epoch(run, epoch)
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_seconds": seconds,
                    "train_pairs": steps * config.train.batch_size, **evaluate(run),
-                   "device": plan.device, "precision": plan.precision}
+                   "device": plan.device, "precision": plan.precision, **run.cost}
         if report is not None:
             report(metrics, training_state(run, metrics))
         if run.clock.out_of_time:
@@ -104,6 +105,7 @@ class Run:
     sampler: PairSampler
     evaluator: Evaluator
     steps_per_epoch: int
+    cost: dict[str, int]            # params, macs, onnx_bytes_estimate: reported with every epoch
     start_epoch: int = 0
     clock: Clock | None = None
 
@@ -134,7 +136,9 @@ def build(config: TrialConfig, plan: DevicePlan, data_dir, data: PairData | None
     if plan.threads:
         torch.set_num_threads(plan.threads)
     data = data.to(plan.device) if data is not None else load_pair_data(config.data, data_dir, plan.device)
-    model = build_model(config.model, data.channels, data.image_size).to(plan.device, memory_format=plan.memory_format)
+    model = build_model(config.model, data.channels, data.image_size)
+    cost = model_cost(model, (data.channels, *data.image_size))
+    model = model.to(plan.device, memory_format=plan.memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     return Run(
         config=config, plan=plan, data=data, model=model,
@@ -143,6 +147,7 @@ def build(config: TrialConfig, plan: DevicePlan, data_dir, data: PairData | None
         sampler=PairSampler(data.train, config.data.augment, train.seed, config.data.shift),
         evaluator=Evaluator(data),
         steps_per_epoch=max(1, (train.epoch_pairs or len(data.train)) // train.batch_size),
+        cost=cost,
     )
 
 

@@ -2,6 +2,7 @@
 
     results/<name>/experiment.json
     results/<name>/trial_0/result.json           one JSON line per epoch
+    results/<name>/trial_0/events.out.tfevents.* the same numbers for TensorBoard
     results/<name>/trial_0/checkpoint_<epoch>/   the best and the latest are kept
 
 so `runner export --best` and `runner report` treat it like any other experiment. A run
@@ -36,23 +37,53 @@ TRIAL = "trial_0"
 
 
 class TrialRecorder:
-    """Writes what Ray Tune would for one trial: result lines and checkpoints (best + latest kept)."""
+    """Writes what Ray Tune would for one trial: result lines, TensorBoard events and
+    checkpoints (best + latest kept). `resume`: the checkpoint a resumed run goes on from."""
 
-    def __init__(self, trial_dir: Path, checkpoints: list[CheckpointInfo] = ()):
+    def __init__(self, trial_dir: Path, checkpoints: list[CheckpointInfo] = (), resume: TrainingState | None = None):
         self.trial_dir = trial_dir
         best = max(checkpoints, key=lambda c: c.score, default=None)
         self.best: tuple[float, Path] | None = (best.score, best.path) if best else None
         trial_dir.mkdir(parents=True, exist_ok=True)
+        self.events = tensorboard_writer(trial_dir, resume)
 
     def __call__(self, metrics: dict[str, Any], state: TrainingState) -> None:
         checkpoint = save_checkpoint(self.trial_dir / f"checkpoint_{metrics['epoch']:06d}", state)
         with open(self.trial_dir / "result.json", "a") as results:
             results.write(json.dumps(_result_line(metrics)) + "\n")
+        log_scalars(self.events, metrics)
         if self.best is None or metrics[METRIC] > self.best[0]:
             self.best = (metrics[METRIC], checkpoint)
         # Every other one goes, also those a run killed between a save and this cleanup left behind.
         for stale in set(self.trial_dir.glob("checkpoint_*")) - {checkpoint, self.best[1]}:
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def tensorboard_writer(trial_dir: Path, resume: TrainingState | None = None):
+    """An event file in the trial's folder, as Ray Tune's TBXLoggerCallback writes for each
+    trial of a search, so `tensorboard --logdir results/NAME` shows `runner train` runs too.
+
+    tensorboardX is the library Ray uses (it comes with ray[tune]). A resumed run hides
+    from TensorBoard every step from the checkpoint's epoch on (a killed run may have
+    logged them, or not the checkpoint's own) and logs that epoch again, as
+    `_keep_results_up_to` does for result.json.
+    """
+    from tensorboardX import SummaryWriter
+
+    # Every writer marks a session start at `purge_step`: TensorBoard takes a run's first
+    # one as its start and each later one as a restart that hides the steps from there on.
+    writer = SummaryWriter(str(trial_dir), purge_step=resume.epoch if resume else 0)
+    if resume is not None:
+        log_scalars(writer, resume.metrics)
+    return writer
+
+
+def log_scalars(writer, metrics: dict[str, Any]) -> None:
+    """The epoch's numbers under Ray Tune's tags (ray/tune/val_pit_psnr, ...): one chart holds searches and runs."""
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(f"ray/tune/{key}", value, global_step=metrics["epoch"])
+    writer.flush()  # on disk as each epoch ends, as result.json is: TensorBoard sees it then, a kill loses none
 
 
 def train_one(config: TrialConfig, directory: Path, *, data_dir: str | None, space: SearchSpace) -> dict[str, Any]:
@@ -71,7 +102,7 @@ def resume_one(config: TrialConfig, directory: Path, *, data_dir: str | None) ->
     latest = max(checkpoints, key=lambda c: c.epoch)
     state = load_checkpoint(latest.path)
     _keep_results_up_to(directory / TRIAL / "result.json", state)
-    return _train(config, TrialRecorder(directory / TRIAL, checkpoints), data_dir=data_dir, resume=state)
+    return _train(config, TrialRecorder(directory / TRIAL, checkpoints, resume=state), data_dir=data_dir, resume=state)
 
 
 def _keep_results_up_to(results: Path, state: TrainingState) -> None:
@@ -107,7 +138,10 @@ def _train(config: TrialConfig, recorder: TrialRecorder, *, data_dir: str | None
 
         if resume is not None:
             show(resume.metrics, resume.elapsed_s)  # the bar starts where the run stopped
-        return fit(config, report, data_dir=data_dir, resume=resume)
+        try:
+            return fit(config, report, data_dir=data_dir, resume=resume)
+        finally:
+            recorder.events.close()
 
 
 def budget(train: TrainConfig) -> str:
