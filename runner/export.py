@@ -46,6 +46,7 @@ PARITY_TOLERANCE = 1e-4
 PARITY_PAIRS = 64
 PRECISIONS = ("fp32", "fp16", "int8")  # fp32 is the exact export; the others are converted from it
 PRECISION_MIN_PSNR = 30.0  # dB, int8/fp16 outputs against the fp32 model's on validation mixtures
+COST_NAMES = {"params": "parameters", "macs": "MACs"}  # the recorded costs --max-params and --max-macs limit, in words
 LATENCY_WARMUP, LATENCY_RUNS = 5, 30  # untimed runs first (onnxruntime allocates on the first), then the median
 
 
@@ -137,9 +138,6 @@ def export_within(
         f"{fastest.latency_ms:.3g} ms per image at batch 1 on {fastest.threads} threads ({fastest.trial}); "
         "raise the limit or search smaller models"
     )
-
-
-COST_NAMES = {"params": "parameters", "macs": "MACs"}
 
 
 def _flags(sizes: dict[str, int]) -> str:
