@@ -312,7 +312,7 @@ def _resumable(directory: Path):
 def _export(args) -> int:
     from runner.export import Limits, export_checkpoint, export_within, trial_checkpoint
     from runner.inference.sidecar import read_sidecar
-    from runner.models.cost import format_count
+    from runner.counts import format_count
     from runner.results import best_checkpoint, find_experiment, stored_data_dir
 
     limits = Limits(args.max_params, args.max_macs, args.max_latency_ms)
@@ -436,11 +436,10 @@ def _positive_int(text: str) -> int:
 
 def _count(text: str) -> int:
     """A whole count, plain or with a k, M or G suffix (thousand, million, billion): 500000, 500k, 1.5M."""
-    number, scale = text, 1
-    if text[-1:] in ("k", "M", "G"):
-        number, scale = text[:-1], {"k": 10**3, "M": 10**6, "G": 10**9}[text[-1]]
+    from runner.counts import parse_count
+
     try:
-        value = round(float(number) * scale)
+        value = parse_count(text)
     except (ValueError, OverflowError):  # not a number, or nan / inf
         raise argparse.ArgumentTypeError(f"'{text}' is not a count; give a number, optionally with k, M or G (500k, 1.5M)") from None
     if value < 1:

@@ -36,7 +36,8 @@ import torch
 from runner.training.checkpoint import load_checkpoint, rebuild_model
 from runner.config import TrialConfig
 from runner.errors import RunnerError
-from runner.models.cost import COST_KEYS, format_count, model_cost
+from runner.counts import format_count, parse_count
+from runner.models.cost import COST_KEYS, model_cost
 from runner.scoring import psnr
 from runner.results import CheckpointInfo, best_checkpoint, best_per_trial, find_checkpoints
 from runner.inference.sidecar import sidecar_path, write_sidecar
@@ -144,8 +145,7 @@ def _flags(sizes: dict[str, int]) -> str:
     """The limits as flags: short (1.5M) when that is exact, else the whole number given."""
     def text(limit: int) -> str:
         short = format_count(limit)
-        scale = {"k": 10**3, "M": 10**6, "G": 10**9}.get(short[-1], 1)
-        return short if round(float(short.rstrip("kMG")) * scale) == limit else str(limit)
+        return short if parse_count(short) == limit else str(limit)
 
     return " ".join(f"--max-{key} {text(limit)}" for key, limit in sizes.items())
 

@@ -21,7 +21,8 @@ from runner.cli import build_parser, main
 from runner.inference.sidecar import read_sidecar
 from runner.models import build_model
 from runner.models.config import ModelConfig
-from runner.models.cost import format_count, model_cost
+from runner.counts import format_count
+from runner.models.cost import model_cost
 from runner.reports.report import pareto_front, write_report
 from runner.training.checkpoint import load_checkpoint, rebuild_model
 

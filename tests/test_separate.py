@@ -255,7 +255,7 @@ def test_model_api_pads_to_the_multiple_and_crops_back(tmp_path, rgb_model):
     assert batch.shape == source_1.shape == source_2.shape == (2, 3, 12, 8)
     assert batch.dtype == np.float32 and 0 <= batch.min() and batch.max() <= 1
     np.testing.assert_array_equal(batch[0, :, 5:, :7], np.repeat(batch[0, :, 4:5, :7], 7, axis=1))  # edge padding
-    pixels = to_pixels(source_1[0], 5, 7)
+    pixels = to_pixels(source_1[0, :, :5, :7])  # the output cropped back to the image
     assert pixels.shape == (3, 5, 7) and pixels.dtype == np.uint8
     np.testing.assert_array_equal(pixels.transpose(1, 2, 0), np.asarray(Image.open(small)))
 

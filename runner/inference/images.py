@@ -80,10 +80,9 @@ def read_image(path: Path, model: Model, max_pixels: int) -> np.ndarray:
             return _from_pil(image, model)
 
 
-def to_pixels(source: np.ndarray, height: int, width: int) -> np.ndarray:
-    """One [C, H', W'] model output cropped to height x width, as uint8 [C, H, W]."""
-    cropped = source[:, :height, :width]
-    return np.rint(np.clip(cropped, 0.0, 1.0) * 255).astype(np.uint8)
+def to_pixels(source: np.ndarray) -> np.ndarray:
+    """One [C, H, W] model output (cropped to its image), as uint8 [C, H, W]."""
+    return np.rint(np.clip(source, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def write_png(pixels: np.ndarray, target: Path) -> None:
@@ -122,14 +121,14 @@ def from_memory(image, model: Model) -> tuple[np.ndarray, Callable[[np.ndarray],
     """
     if isinstance(image, Image.Image):
         check_size(image.size, model, max_pixels=NO_PIXEL_LIMIT)
-        return _from_pil(image, model), _pil_from_pixels_of(model)
+        return _from_pil(image, model), lambda out: _pil_from_pixels(to_pixels(out))
     if not isinstance(image, np.ndarray):
         raise BadImage(f"expected a PIL image or a numpy array, got {type(image).__name__}")
     pixels = _checked_array(image, model)
     layout = image.shape
     if image.dtype == np.uint8:
         chw = _chw(pixels.astype(np.float32) / np.float32(255))
-        return chw, lambda out: to_pixels(out, *out.shape[1:]).transpose(1, 2, 0).reshape(layout)
+        return chw, lambda out: to_pixels(out).transpose(1, 2, 0).reshape(layout)
     kind = image.dtype
     return _chw(pixels.astype(np.float32)), lambda out: np.clip(out, 0, 1).transpose(1, 2, 0).reshape(layout).astype(kind)
 
@@ -167,10 +166,6 @@ def _from_pil(image: Image.Image, model: Model) -> np.ndarray:
 
 def _pil_from_pixels(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0)))
-
-
-def _pil_from_pixels_of(model: Model) -> Callable[[np.ndarray], Image.Image]:
-    return lambda out: _pil_from_pixels(to_pixels(out, *out.shape[1:]))
 
 
 @contextmanager

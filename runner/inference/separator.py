@@ -74,11 +74,10 @@ class Separator:
                 warnings.warn(self.model.size_warning(width, height), SizeWarning, stacklevel=2)
         results: list = [None] * len(inputs)
         for keys in batches(sizes, self.model, batch_size):
-            source_1, source_2 = self.model.run(prepare_batch([inputs[key][0] for key in keys], self.model))
-            for slot, key in enumerate(keys):
-                pixels, back = inputs[key]
-                _, height, width = pixels.shape
-                results[key] = (back(source_1[slot, :, :height, :width]), back(source_2[slot, :, :height, :width]))
+            outputs = self._run([inputs[key][0] for key in keys])
+            for key, (first, second) in zip(keys, outputs):
+                back = inputs[key][1]
+                results[key] = (back(first), back(second))
         return results
 
     def separate_files(
@@ -122,11 +121,14 @@ class Separator:
                 on_error(path, error)
                 on_done()
         if images:
-            source_1, source_2 = self.model.run(prepare_batch(images, self.model))
-            for index, (path, image) in enumerate(zip(readable, images)):
-                _, height, width = image.shape
-                first, second = outputs[path]
-                write_png(to_pixels(source_1[index], height, width), first)
-                write_png(to_pixels(source_2[index], height, width), second)
+            for path, sources in zip(readable, self._run(images)):
+                for source, target in zip(sources, outputs[path]):
+                    write_png(to_pixels(source), target)
                 on_done()
         return len(paths) - len(images)
+
+    def _run(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Both sources of each [C, H, W] image (of sizes that pad alike), cropped to its own size, unclipped."""
+        source_1, source_2 = self.model.run(prepare_batch(images, self.model))
+        return [(source_1[index, :, :height, :width], source_2[index, :, :height, :width])
+                for index, (_, height, width) in enumerate(image.shape for image in images)]

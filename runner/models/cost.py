@@ -45,12 +45,3 @@ def model_cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
         "macs": counter.get_total_flops() // 2,
         "onnx_bytes_estimate": GRAPH_BYTES + BYTES_PER_FLOAT * sum(t.numel() for t in stored),
     }
-
-
-def format_count(count: float) -> str:
-    """A count in three figures with a k, M or G suffix (2625536 -> '2.63M'), as --max-macs takes it."""
-    rounded = float(f"{count:.3g}")  # first, so 999999 is '1M', not '1e+03k'
-    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if rounded >= scale:
-            return f"{rounded / scale:g}{suffix}"
-    return f"{rounded:g}"

@@ -97,7 +97,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def pareto_rows(trials: Sequence[TrialCost]) -> list[list[str]]:
-    from runner.models.cost import format_count
+    from runner.counts import format_count
 
     return [[
         trial.checkpoint.trial, trial.label, format_count(trial.cost["params"]), format_count(trial.cost["macs"]),
