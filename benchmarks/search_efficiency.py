@@ -2,6 +2,7 @@
 
     python benchmarks/search_efficiency.py --json search.json         # 4 strategies x 3 seeds x 5 min: about 1 h
     python benchmarks/search_efficiency.py --budget-minutes 2 --seeds 3 --space my.yaml --strategies tune,random
+    python benchmarks/search_efficiency.py --strategies tune tune.startup_trials=10   # a setting, measured
 
 Every strategy searches the same space (default: search_spaces/search-bench.yaml) for the
 same wall-clock budget on the same machine, one run at a time. Every trial is
@@ -27,6 +28,8 @@ Tune's result.json files (whole-second timestamps), the plain ones' straight fro
 report. Only events within the budget count. Seeds are interleaved (seed 0 of every
 strategy, then seed 1, ...), so a change in the machine's load falls on every strategy
 alike. A seed is the sampler's; every trial trains with the space's own train.seed.
+KEY=VALUE overrides change the space for every strategy, as they do for `runner tune`
+(the tune.* keys matter to the runner's strategies only).
 
 Prints a markdown table (each strategy's final best, mean and min-max over seeds, and
 how long it took to reach random search's final mean best), draws the best-so-far
@@ -79,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
     args.data_dir = data_dir_or_exit(args, "search_efficiency.py")
-    args.space = space_file(args.space)
+    args.space = space_file(args.space, args.overrides)
     budget_s = args.budget_minutes * 60
     report: dict[str, Any] = {
         "benchmark": "search_efficiency", "machine": machine(),
         "settings": {"budget_minutes": args.budget_minutes, "seeds": list(range(args.seeds)),
-                     "strategies": args.strategies, "space": str(args.space), "data_dir": str(args.data_dir)},
+                     "strategies": args.strategies, "space": str(args.space), "overrides": args.overrides,
+                     "data_dir": str(args.data_dir)},
         "space_yaml": args.space.read_text(), "runs": [],
     }
     if args.results and args.results.is_dir() and any(args.results.iterdir()):
@@ -120,6 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="best-so-far curves (default results/search-efficiency.png; '' for none)")
     parser.add_argument("--results", type=Path,
                         help="keep every run's Tune experiment, events and log here (default: a temporary folder)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="override the space for every strategy, as runner tune does (tune.startup_trials=10)")
     parser.add_argument("--worker", choices=("optuna", "random"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
@@ -138,13 +144,13 @@ def strategy_list(text: str) -> list[str]:
     return names
 
 
-def space_file(name: str) -> Path:
-    """The space's file, checked as `runner tune` checks it, before any run starts."""
+def space_file(name: str, overrides: list[str]) -> Path:
+    """The space's file, checked with the overrides as `runner tune` checks it, before any run starts."""
     from runner.errors import RunnerError
     from runner.space import check_for_tune, load_space
 
     try:
-        space = load_space(name)
+        space = load_space(name, overrides)
         check_for_tune(space)
     except RunnerError as error:
         raise SystemExit(f"search_efficiency.py: {error}") from None
@@ -156,10 +162,13 @@ def space_file(name: str) -> Path:
 def run_once(strategy: str, seed: int, args, folder: Path, budget_s: float) -> dict[str, Any]:
     folder.mkdir(parents=True)
     if strategy in TUNE_OVERRIDES:
-        command = [sys.executable, "-m", "runner.cli", *tune_argv(args.space, args.data_dir, folder, seed), *TUNE_OVERRIDES[strategy]]
+        # The strategy's own overrides last, so that tune-random stays random search.
+        command = [sys.executable, "-m", "runner.cli", *tune_argv(args.space, args.data_dir, folder, seed),
+                   *args.overrides, *TUNE_OVERRIDES[strategy]]
     else:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", strategy, "--seed", str(seed),
-                   "--space", str(args.space), "--data-dir", str(args.data_dir), "--run-dir", str(folder)]
+                   "--space", str(args.space), "--data-dir", str(args.data_dir), "--run-dir", str(folder),
+                   *args.overrides]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     load_before = os.getloadavg()[0]   # another process on the cores slows one run and not the others
     with open(folder / "log.txt", "w") as output:
@@ -256,7 +265,7 @@ def plain_search(args) -> int:
     from runner.training.fit import fit
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = load_space(args.space)
+    space = load_space(args.space, args.overrides)
     loaded: dict[str, Any] = {}
     events = open(args.run_dir / "events.jsonl", "a")
     prune = args.worker == "optuna"
@@ -349,7 +358,7 @@ def markdown(report: dict[str, Any]) -> str:
         if summary["runs_without_a_result"]:
             final += f"; {summary['runs_without_a_result']} of {summary['runs']} runs had no epoch within the budget"
         rows.append([summary["label"], summary["runs"], f"{summary['trials_per_run']:.1f}", final, reach])
-    space = Path(settings["space"]).name
+    space = Path(settings["space"]).name + "".join(f" {override}" for override in settings.get("overrides", []))
     lines = [
         f"Search efficiency on {space}: {settings['budget_minutes']:g} min wall-clock per run from process start, "
         f"seeds {', '.join(map(str, settings['seeds']))}, one run at a time on {report['machine']['cpu_count']} CPUs "

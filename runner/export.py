@@ -158,9 +158,13 @@ def export_checkpoint(
     data_dir: str | None = None,
     overwrite: bool = False,
     precision: str = "fp32",
+    tta: bool = False,
     max_latency_ms: float | None = None,
 ) -> Path:
-    """Export one checkpoint to `output_dir/<experiment>-<family>[-<precision>].onnx` (+ `.json`); returns the ONNX path.
+    """Export one checkpoint to `output_dir/<experiment>-<family>[-tta][-<precision>].onnx` (+ `.json`); returns the ONNX path.
+
+    `tta` turns on the model's `model.tta` in the exported file, whatever it trained with: it
+    averages the separations of each image and of its mirror image, for twice the compute.
 
     With `max_latency_ms`, the staged file's batch-1 latency is measured and recorded in the
     sidecar, and a file slower than that is a `TooSlow` error, with nothing published.
@@ -168,8 +172,10 @@ def export_checkpoint(
     if precision not in PRECISIONS:
         raise RunnerError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     state = load_checkpoint(checkpoint.path)
+    if tta:
+        state.config["model"]["tta"] = True
     model, config = rebuild_model(state), TrialConfig.from_dict(state.config)
-    suffix = "" if precision == "fp32" else f"-{precision}"
+    suffix = ("-tta" if tta else "") + ("" if precision == "fp32" else f"-{precision}")
     target = output_dir / f"{experiment}-{config.model.family}{suffix}.onnx"
     if not overwrite and (target.exists() or sidecar_path(target).exists()):
         raise RunnerError(f"{target} already exists; pass --overwrite to replace it or -o to export elsewhere")
@@ -197,6 +203,7 @@ def export_checkpoint(
             "checkpoint": str(checkpoint.path),
             "opset": OPSET,
             "precision": precision,
+            "tta": config.model.tta,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # separate's default: the newest
             "cost": model_cost(model, state.input_shape),
             **converted,

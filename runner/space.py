@@ -60,7 +60,9 @@ class TuneSettings:
     reduction_factor: int = 2        # ASHA keeps the best 1/reduction_factor at each rung
     scheduler: str = "asha"          # asha (stops the worst trials early) | fifo (every trial to max_epochs)
     sampler: str = "tpe"             # tpe (Optuna's TPESampler) | random (Optuna's RandomSampler)
-    startup_trials: int = 10         # trials TPE draws at random before it models the results (Optuna's n_startup_trials)
+    # Trials TPE draws at random before it models the results (Optuna's n_startup_trials, whose
+    # own default of 10 leaves a search of a dozen trials random: benchmarks/NOTES-search.md).
+    startup_trials: int = 4
     # The first trials, fixed by hand: each point maps Optuna's parameter names ("train.loss",
     # "vae.train.kl_weight") to values, and the sampler fills in what a point leaves out. This
     # is how a small search is sure to try given values (TPE may draw one value twice).

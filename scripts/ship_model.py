@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--tolerance-db", type=float, default=0.05, help="PIT-PSNR a smaller file may lose against fp32 (default: %(default)s)")
     parser.add_argument("--pairs", type=int, default=TEST_PAIRS, help="test pairs to score on (default: %(default)s)")
     parser.add_argument("--into", type=Path, default=SHIPPED, help="where the shipped model goes (default: the package's folder)")
+    parser.add_argument("--tta", action="store_true", help="export with `runner export --tta` (twice the compute)")
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args()
 
@@ -60,7 +61,7 @@ def measure(args, precision: str, work: Path) -> dict:
     """Export in one precision, separate the test pairs with `separate`, score them."""
     out = work / precision
     runner("export", "--experiment", args.experiment, "--results", args.results, "--data-dir", args.data_dir,
-           "--precision", precision, "-o", out)
+           "--precision", precision, "-o", out, *(["--tta"] if args.tta else []))
     (model,) = out.glob("*.onnx")
     run([str(Path(sys.executable).with_name("separate")), work / "pairs" / "mixtures", "-o", out / "separated", "--model", model])
     runner("score", "--pairs", work / "pairs", "--outputs", out / "separated", "--json", out / "score.json")

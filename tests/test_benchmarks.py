@@ -87,7 +87,8 @@ def test_search_efficiency_races_all_four_strategies(tmp_path, cifar_dir, proces
     # The processes fixture's environment: Ray's token stays in tmp_path, and whatever the runs leave is stopped.
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "search_efficiency.py"), "--data-dir", str(cifar_dir), "--json", str(output),
-         "--space", str(space), "--budget-minutes", "1", "--seeds", "1", "--figure", str(figure)],
+         "--space", str(space), "--budget-minutes", "1", "--seeds", "1", "--figure", str(figure),
+         "tune.max_epochs=1"],   # an override, which every strategy must follow
         capture_output=True, text=True, timeout=600, env=processes.env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -106,6 +107,7 @@ def test_search_efficiency_races_all_four_strategies(tmp_path, cifar_dir, proces
         assert all(later > earlier for earlier, later in zip(bests, bests[1:])), "best-so-far only rises"
         assert bests[-1] == run["final_best"] == max(event[3] for event in run["events"])
         assert run["exit_code"] in (0, 130) and run["stopped_by"] == "budget"
+        assert {event[2] for event in run["events"]} == {1}, f"{run['strategy']} ignored tune.max_epochs=1"
     # One random run: its own final best is the target, reached when its curve got there.
     random_run = next(run for run in report["runs"] if run["strategy"] == "random")
     assert report["target_psnr"] == random_run["final_best"]

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -184,6 +185,25 @@ def test_a_limit_exports_the_best_scoring_trial_within_it(results, tmp_path, fla
     estimate = sidecar["cost"]["onnx_bytes_estimate"]
     assert estimate == recorded(results, "small")["onnx_bytes_estimate"]
     assert abs(estimate - model.stat().st_size) <= 0.1 * model.stat().st_size
+
+
+def test_a_tta_export_separates_an_image_and_its_mirror_alike(results, tmp_path):
+    """`--tta` turns on model.tta in the exported file: twice the MACs, the same parameters, and
+    (the mean over an image and its mirror image) one answer for both, mirrored."""
+    from runner.inference import Separator
+
+    plain, tta = export(results, tmp_path / "plain"), export(results, tmp_path / "tta", "--tta")
+    assert tta["tta"] and not plain["tta"]
+    assert tta["cost"]["macs"] == 2 * plain["cost"]["macs"] and tta["cost"]["params"] == plain["cost"]["params"]
+
+    image = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    for folder, symmetric in (("tta", True), ("plain", False)):
+        (model,) = (tmp_path / folder).glob("*.onnx")
+        separator = Separator.load(str(model))
+        direct = separator.separate(image)
+        mirrored = [output[:, ::-1] for output in separator.separate(image[:, ::-1].copy())]
+        gap = min(max(np.abs(direct[0] - mirrored[i]).max(), np.abs(direct[1] - mirrored[1 - i]).max()) for i in (0, 1))
+        assert (gap < 1e-4) == symmetric, f"{folder}: {gap}"
 
 
 def test_limits_that_nothing_meets_are_one_line_and_write_nothing(results, tmp_path, capsys):

@@ -83,6 +83,7 @@ def test_sampler_and_scheduler_follow_the_tune_section():
     default = TuneSettings()
     assert isinstance(_sampler(default, 0), TPESampler) and isinstance(_scheduler(default), ASHAScheduler)
     assert _sampler(TuneSettings(startup_trials=3), 0)._n_startup_trials == 3
+    assert default.startup_trials == 4 and _sampler(default, 0)._constant_liar   # the measured defaults
     assert isinstance(_sampler(TuneSettings(sampler="random"), 0), RandomSampler)
     assert isinstance(_scheduler(TuneSettings(scheduler="fifo")), FIFOScheduler)
     assert isinstance(_scheduler(TuneSettings(objectives=["psnr", "macs"])), FIFOScheduler)

@@ -14,6 +14,7 @@ import math
 import socket
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,14 @@ def _sampler(settings: TuneSettings, seed: int | None):
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # TPE handles several objectives itself (Optuna's MOTPE): one sampler for both kinds of search.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials)
+    # multivariate (widths and learning rate model jointly) and constant_liar (trials running in
+    # parallel count as bad, so they are not drawn twice) are Optuna 5's defaults, set here so
+    # Optuna 4 samples the same way (where both are marked experimental, hence the filter).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=settings.startup_trials, multivariate=True, constant_liar=True
+        )
 
 
 def _scheduler(settings: TuneSettings):
