@@ -56,7 +56,9 @@ _Loader.add_implicit_resolver(
 class TuneSettings:
     samples: int = 8                 # trials
     max_epochs: int = 10             # epochs of the longest trial (ASHA's max_t)
-    grace_period: int = 1            # epochs every trial gets before ASHA may stop it
+    # Epochs every trial gets before ASHA may stop it; unset: half of max_epochs. Scores of the
+    # first epochs, at a schedule's high learning rate, rank trials poorly (benchmarks/NOTES-search.md).
+    grace_period: int | None = None
     reduction_factor: int = 2        # ASHA keeps the best 1/reduction_factor at each rung
     scheduler: str = "asha"          # asha (stops the worst trials early) | fifo (every trial to max_epochs)
     sampler: str = "tpe"             # tpe (Optuna's TPESampler) | random (Optuna's RandomSampler)

@@ -77,13 +77,17 @@ def test_sampler_and_scheduler_follow_the_tune_section():
     from optuna.samplers import RandomSampler, TPESampler
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from runner.search.tune import _sampler, _scheduler
+    from runner.search.tune import _sampler, _scheduler, grace_period
     from runner.space import TuneSettings
 
     default = TuneSettings()
     assert isinstance(_sampler(default, 0), TPESampler) and isinstance(_scheduler(default), ASHAScheduler)
     assert _sampler(TuneSettings(startup_trials=3), 0)._n_startup_trials == 3
     assert default.startup_trials == 4 and _sampler(default, 0)._constant_liar   # the measured defaults
+    # ASHA's grace period: the space's own, else half of the epochs, at least one and at most all.
+    assert [grace_period(TuneSettings(max_epochs=m)) for m in (1, 6, 11)] == [1, 3, 5]
+    assert grace_period(TuneSettings(max_epochs=6, grace_period=1)) == 1
+    assert grace_period(TuneSettings(max_epochs=4, grace_period=30)) == 4
     assert isinstance(_sampler(TuneSettings(sampler="random"), 0), RandomSampler)
     assert isinstance(_scheduler(TuneSettings(scheduler="fifo")), FIFOScheduler)
     assert isinstance(_scheduler(TuneSettings(objectives=["psnr", "macs"])), FIFOScheduler)

@@ -309,9 +309,14 @@ def _scheduler(settings: TuneSettings):
         mode="max",
         time_attr="training_iteration",
         max_t=settings.max_epochs,
-        grace_period=min(settings.grace_period, settings.max_epochs),
+        grace_period=grace_period(settings),
         reduction_factor=settings.reduction_factor,
     )
+
+
+def grace_period(settings: TuneSettings) -> int:
+    """ASHA's grace period: the space's, else half of max_epochs; never more than max_epochs."""
+    return min(settings.grace_period or max(1, settings.max_epochs // 2), settings.max_epochs)
 
 
 def _assigned_cpus() -> float:
