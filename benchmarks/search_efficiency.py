@@ -358,7 +358,7 @@ def markdown(report: dict[str, Any]) -> str:
         if summary["runs_without_a_result"]:
             final += f"; {summary['runs_without_a_result']} of {summary['runs']} runs had no epoch within the budget"
         rows.append([summary["label"], summary["runs"], f"{summary['trials_per_run']:.1f}", final, reach])
-    space = Path(settings["space"]).name + "".join(f" {override}" for override in settings.get("overrides", []))
+    space = Path(settings["space"]).name + "".join(f" {override}" for override in settings["overrides"])
     lines = [
         f"Search efficiency on {space}: {settings['budget_minutes']:g} min wall-clock per run from process start, "
         f"seeds {', '.join(map(str, settings['seeds']))}, one run at a time on {report['machine']['cpu_count']} CPUs "
