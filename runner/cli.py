@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from runner.counts import positive_int
 from runner.errors import RunnerError
 
 TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib", "pydantic", "tensorboardX")
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--space", help="a search space YAML file, or a built-in's name (`runner spaces` lists them)")
     source.add_argument("--resume", metavar="NAME", help="continue a stopped experiment")
     _overrides(tune)
-    tune.add_argument("--samples", type=_positive_int, help="number of trials (default: the space's tune.samples)")
-    tune.add_argument("--max-epochs", type=_positive_int, help="epochs of the longest trial (default: the space's)")
+    tune.add_argument("--samples", type=positive_int, help="number of trials (default: the space's tune.samples)")
+    tune.add_argument("--max-epochs", type=positive_int, help="epochs of the longest trial (default: the space's)")
     tune.add_argument("--name", help="experiment name (default: space file name and a timestamp)")
     tune.add_argument("--cpus-per-trial", type=_positive_float, help="CPUs per trial (default 1)")
     tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial: 1, or 1/k (0.5, 0.25, ...) for k trials "
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--minutes", type=_positive_float,
                        help="wall-clock budget: trains until it ends (or --max-epochs, if given, ends it sooner), "
                             "then a final evaluation and checkpoint")
-    train.add_argument("--max-epochs", type=_positive_int, help="epochs (default: the config's train.epochs)")
+    train.add_argument("--max-epochs", type=positive_int, help="epochs (default: the config's train.epochs)")
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's train.device, else a GPU when there is one)")
     _common_run_flags(train)
     train.set_defaults(handler=_train)
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     mixtures = commands.add_parser("mixtures", help="write test mixtures and their true sources as PNG files")
     mixtures.add_argument("--dataset", default="cifar10", help="cifar10, fashion-mnist, mnist or folder")
     mixtures.add_argument("--split", default="test", choices=("train", "test"))
-    mixtures.add_argument("--count", type=_positive_int, default=500, help="number of mixtures (default 500)")
+    mixtures.add_argument("--count", type=positive_int, default=500, help="number of mixtures (default 500)")
     mixtures.add_argument("--data-dir", help="dataset location")
     mixtures.add_argument("-o", "--output", type=Path, required=True, help="directory for mixtures/ and sources/")
     mixtures.set_defaults(handler=_mixtures)
@@ -157,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     vae_terms = analyses.add_parser("vae-terms", help="2-D VAE latents trained on each loss term; AE vs VAE interpolation")
     vae_terms.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     vae_terms.add_argument("--data-dir", help="dataset location (default: $RUNNER_DATA_DIR, system paths, download cache)")
-    vae_terms.add_argument("--epochs", type=_positive_int, help="epochs of each of the four models (default 5)")
-    vae_terms.add_argument("--train-images", type=_positive_int, help="training images, from the split's start (default 20000)")
+    vae_terms.add_argument("--epochs", type=positive_int, help="epochs of each of the four models (default 5)")
+    vae_terms.add_argument("--train-images", type=positive_int, help="training images, from the split's start (default 20000)")
     vae_terms.add_argument("--kl-weight", type=_positive_float, help="KL weight of the VAE trained on both terms (default 5e-3)")
     vae_terms.add_argument("-o", "--output", type=Path, default=Path("results/vae-terms"), help="output directory (default results/vae-terms)")
     vae_terms.set_defaults(handler=_analyze_vae_terms)
@@ -429,13 +430,6 @@ def _results_dir(text: str) -> Path:
             f"{text} is a URI; results go to a directory (on a cluster, one every node mounts: see 'Scaling out' in the README)"
         )
     return Path(text)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def _count(text: str) -> int:

@@ -1,8 +1,11 @@
 """Counts as people write them: 2.63M parameters, --max-macs 500k.
 
 `format_count` writes a count in three figures with a k, M or G suffix; `parse_count`
-reads one back. Standard library only, so `runner`'s argument parsing needs no torch.
+reads one back; `positive_int` is the argparse type of a plain count of at least 1 (`runner`'s
+and `separate`'s). Standard library only, so argument parsing needs no torch.
 """
+
+import argparse
 
 COUNT_SUFFIXES = {"G": 10**9, "M": 10**6, "k": 10**3}  # how counts are written: 2.63M, 500k
 
@@ -21,3 +24,14 @@ def parse_count(text: str) -> int:
     ValueError or OverflowError for anything else (nan and inf included)."""
     scale = COUNT_SUFFIXES.get(text[-1:], 1)
     return round(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def positive_int(text: str) -> int:
+    """argparse's type for a whole number of at least 1, with a one-line error for anything else."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value

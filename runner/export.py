@@ -39,7 +39,7 @@ from runner.errors import RunnerError
 from runner.counts import format_count, parse_count
 from runner.models.cost import COST_KEYS, model_cost
 from runner.scoring import psnr
-from runner.results import CheckpointInfo, best_checkpoint, best_per_trial, find_checkpoints
+from runner.results import CheckpointInfo, best_checkpoint, best_per_trial
 from runner.inference.sidecar import sidecar_path, write_sidecar
 
 OPSET = 18
@@ -53,15 +53,13 @@ LATENCY_WARMUP, LATENCY_RUNS = 5, 30  # untimed runs first (onnxruntime allocate
 
 def trial_checkpoint(directory: Path, trial: str) -> CheckpointInfo:
     """The best checkpoint (by validation PIT-PSNR) of one trial, named by its directory as the summary shows it."""
-    checkpoints = find_checkpoints(directory)
-    of_trial = [checkpoint for checkpoint in checkpoints if checkpoint.trial == trial]
-    if not of_trial:
-        trials = ", ".join(sorted({checkpoint.trial for checkpoint in checkpoints})) or "none"
+    best = {checkpoint.trial: checkpoint for checkpoint in best_per_trial(directory)}
+    if trial not in best:
         raise RunnerError(
             f"experiment {directory.name} has no trial '{trial}' with a checkpoint; "
-            f"its trials with one: {trials}; pass one of them to --trial, or --best"
+            f"its trials with one: {', '.join(sorted(best)) or 'none'}; pass one of them to --trial, or --best"
         )
-    return max(of_trial, key=lambda checkpoint: checkpoint.score)
+    return best[trial]
 
 
 @dataclass(frozen=True)

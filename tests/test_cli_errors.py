@@ -118,6 +118,17 @@ def test_results_uri_is_refused_with_what_works(tmp_path, processes):
     assert_one_error_line(run, "s3://bucket/runs is a URI", "Scaling out", prefix="runner tune: error: ")
 
 
+@pytest.mark.parametrize("value, fragment", [("0", "must be at least 1, got 0"), ("two", "'two' is not a whole number")])
+def test_a_count_flag_takes_whole_numbers_of_at_least_one(tmp_path, processes, value, fragment):
+    """runner's and separate's count flags share one argparse type and its one-line errors."""
+    run = run_runner(processes, "tune", "--space", "unet", "--samples", value)
+    assert_one_error_line(run, "--samples", fragment, prefix="runner tune: error: ")
+
+    run = separate(tmp_path / "avg.png", "-o", tmp_path / "out", "--batch-size", value)
+    assert_one_error_line(run, "--batch-size", fragment, prefix="separate: error: ")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.timeout(300)
 def test_gpus_per_trial_without_gpus_is_one_line(tmp_path, cifar_dir, processes):

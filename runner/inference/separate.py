@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from runner.counts import positive_int
 from runner.errors import RunnerError
 from runner.inference.catalog import DEFAULT_MODELS_DIR, available, default_model
 from runner.inference.images import BadImage, collect_inputs, output_paths
@@ -145,16 +146,6 @@ def _print_error(message: str) -> None:
     print(f"separate: error: {one_line(message)}", file=sys.stderr)  # sys.stderr looked up now: rich may wrap it
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="separate",
@@ -171,9 +162,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="where your exports are (default: %(default)s)")
     parser.add_argument("--list-models", action="store_true", help="list the models --model can name, and exit")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="images per model call (default: %(default)s)")
-    parser.add_argument("--threads", type=_positive_int, help="onnxruntime threads (default: all CPU cores)")
-    parser.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per model call (default: %(default)s)")
+    parser.add_argument("--threads", type=positive_int, help="onnxruntime threads (default: all CPU cores)")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
     return parser
 
 
