@@ -17,10 +17,12 @@ from tests.tiny_spaces import tiny_trial
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def run_benchmark(name: str, tmp_path: Path, cifar_dir: Path, *flags: str) -> dict:
+def run_benchmark(name: str, tmp_path: Path, cifar_dir: Path | None, *flags: str) -> dict:
+    """Run benchmarks/NAME.py; cifar_dir None for one that reads only results (no --data-dir)."""
     output = tmp_path / f"{name}.json"
+    data = ["--data-dir", str(cifar_dir)] if cifar_dir else []
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--data-dir", str(cifar_dir), "--json", str(output), *flags],
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *data, "--json", str(output), *flags],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,6 +72,34 @@ def test_error_bands_split_the_error_of_a_checkpoint(tmp_path, cifar_dir):
     without_figure = run_benchmark("error_bands", tmp_path, cifar_dir, "--checkpoint", str(checkpoint),
                                    "--test-pairs", "50", "--figure", "")
     assert "figure" not in without_figure
+
+
+def test_budget_curves_read_runs_of_runner_train(tmp_path, cifar_dir):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("# tiny\n" + tiny_trial(lr="2.0e-3", epoch_pairs=128))
+    for name, epochs, width in (("narrow", "2", "4"), ("wide", "3", "8")):
+        trained = subprocess.run(
+            [sys.executable, "-m", "runner.cli", "train", "--config", str(config), "--max-epochs", epochs,
+             "--name", name, "--data-dir", str(cifar_dir), "--results", str(tmp_path / "R"),
+             f"model.widths=[{width}, 8]"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert trained.returncode == 0, trained.stderr[-3000:]
+
+    # One run by name in --results, one by its folder; nothing is trained.
+    report = run_benchmark("budget_curves", tmp_path, None, "--results", str(tmp_path / "R"), "narrow",
+                           str(tmp_path / "R" / "wide"), "--figure", str(tmp_path / "curves.png"))
+    narrow, wide = report["runs"]
+    assert (narrow["epochs"], wide["epochs"]) == (2, 3)
+    assert (narrow["budget"], wide["budget"]) == ("2 epochs", "3 epochs")
+    assert (narrow["widths"], wide["widths"]) == ([4, 8], [8, 8]) and narrow["params"] < wide["params"]
+    for run in (narrow, wide):
+        results = tmp_path / "R" / run["name"] / "trial_0" / "result.json"
+        rows = [json.loads(line) for line in results.read_text().splitlines()]
+        assert run["best_val_pit_psnr"] == max(row["val_pit_psnr"] for row in rows)
+        assert run["curve"]["best"] == sorted(run["curve"]["best"]), "the best so far never falls"
+        assert run["train_minutes"] == pytest.approx(sum(row["train_seconds"] for row in rows) / 60, abs=1e-3)
+    assert (tmp_path / "curves.png").stat().st_size > 0
 
 
 SEARCH_SMOKE_SPACE = """\

@@ -1,7 +1,7 @@
 """The project's figures as PNG files (matplotlib, Agg): plain values in, one file out each.
 
-The report's figures of an experiment, and the VAE loss-term analysis's latent panels
-and interpolation strip.
+The report's figures of an experiment, the VAE loss-term analysis's latent panels and
+interpolation strip, and the benchmarks' (error by frequency band, budget curves).
 
 Every figure of separation quality draws the Average baseline (both outputs = the
 mixture) beside the model, because a score means little without it.
@@ -205,6 +205,22 @@ def error_by_band(bands: Sequence[str], model: Sequence[float], baseline: Sequen
              title=title)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def budget_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], baseline: float, path: Path) -> Path:
+    """Best validation PIT-PSNR so far against minutes of training, one line per run (label: (minutes, best))."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, (minutes, best) in curves.items():
+        axes.step(minutes, best, where="post", label=label)
+        axes.plot(minutes[-1], best[-1], marker="o", color=axes.lines[-1].get_color())
+    axes.axhline(baseline, **BASELINE)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(EngFormatter(sep=""))
+    axes.set(xlabel="minutes of training steps (log scale)", ylabel="best validation PIT-PSNR so far (dB)",
+             title="What a training budget buys")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(loc="lower right", fontsize="small")
     return _save(figure, path)
 
 
