@@ -18,7 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run_benchmark(name: str, tmp_path: Path, cifar_dir: Path | None, *flags: str) -> dict:
-    """Run benchmarks/NAME.py; cifar_dir None for one that reads only results (no --data-dir)."""
+    """Run one benchmark script by name; cifar_dir None for one that reads only results (no --data-dir)."""
     output = tmp_path / f"{name}.json"
     data = ["--data-dir", str(cifar_dir)] if cifar_dir else []
     result = subprocess.run(
