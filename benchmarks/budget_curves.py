@@ -58,15 +58,13 @@ def parse_args(argv: list[str] | None):
 
 def summarise(directory: Path) -> dict[str, Any]:
     """One run's curve: after each epoch, the minutes of training so far and the best validation score yet."""
-    from runner.results import read_experiment, trial_histories
+    from runner.results import epoch_rows, read_experiment, trial_histories
 
     histories = trial_histories(directory)
     if len(histories) != 1:
         raise SystemExit(f"budget_curves.py: {directory.name} has {len(histories)} trials; "
                          "pass experiments made by `runner train` (one trial each)")
-    # A resumed run repeats the epochs after its last checkpoint; the later row counts.
-    by_epoch = {row["epoch"]: row for row in next(iter(histories.values())) if "val_pit_psnr" in row}
-    rows = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    rows = epoch_rows(next(iter(histories.values())))
     if not rows:
         raise SystemExit(f"budget_curves.py: {directory.name} has no finished epoch yet")
     minutes, best, elapsed, best_so_far = [], [], 0.0, float("-inf")

@@ -132,6 +132,13 @@ def stored_data_dir(directory: Path) -> str | None:
     return stored.get("data_dir") or stored.get("request", {}).get("data_dir")
 
 
+def epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's validated epochs in order, one row each: a resumed trial repeats the epochs
+    after its last checkpoint, and the later row counts."""
+    by_epoch = {row["epoch"]: row for row in rows if "val_pit_psnr" in row}
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
 def trial_histories(directory: Path) -> dict[str, list[dict[str, Any]]]:
     """Every trial's per-epoch results, from each trial's result.json (JSON lines)."""
     histories = {}

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import EngFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
-from runner.results import CheckpointInfo  # noqa: E402
+from runner.results import CheckpointInfo, epoch_rows  # noqa: E402
 
 if TYPE_CHECKING:
     from runner.reports.report import TrialCost
@@ -42,9 +42,7 @@ def learning_curves(histories: dict[str, list[dict[str, Any]]], labels: dict[str
     labelled: set[str] = set()
     baselines: set[float] = set()
     for trial, rows in histories.items():
-        # A resumed trial repeats the epochs after its last checkpoint; the later line counts.
-        by_epoch = {row["epoch"]: row for row in rows if "val_pit_psnr" in row}
-        rows = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+        rows = epoch_rows(rows)
         if not rows:
             continue
         label = labels.get(trial, "?")
