@@ -174,7 +174,10 @@ def run_once(strategy: str, seed: int, args, folder: Path, budget_s: float) -> d
     with open(folder / "log.txt", "w") as output:
         started = time.time()
         # A session of its own: a Ctrl-C at the terminal reaches this script, which stops the run below.
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # SIGINT at its default there: started in the background, this script has it ignored,
+        # and so would the run, which the budget's SIGINT would then not stop.
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             process.wait(timeout=budget_s)
             stopped_by = "itself"

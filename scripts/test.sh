@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Set up (as scripts/setup.sh) and run the whole test suite, slow end-to-end tests included.
-# Pass pytest arguments to narrow it, e.g.: bash scripts/test.sh -m "not slow"
+# Set up (as scripts/setup.sh) and run the tests.
+#
+#   bash scripts/test.sh          every test, what CI runs; lists the 15 slowest at the end
+#   bash scripts/test.sh --fast   the tier for every change: unit tests and tiny in-process fits,
+#                                 no Ray, no processes started, no benchmarks (tests/tiers.py)
+#
+# Further arguments go to pytest, e.g.: bash scripts/test.sh --fast -k separate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    exec .venv/bin/python -m pytest -q -m fast "$@"
+fi
+exec .venv/bin/python -m pytest -q --durations=15 "$@"

@@ -48,7 +48,6 @@ def test_train_throughput_compares_fit_with_a_bare_loop(tmp_path, cifar_dir):
     assert report["runs"][0]["timed_epochs"] == 2
 
 
-@pytest.mark.slow
 def test_tune_overhead_runs_all_three_ways(tmp_path, cifar_dir):
     report = run_benchmark("tune_overhead", tmp_path, cifar_dir, "--epochs", "1", "--epoch-pairs", "256")
     assert_positive_ratios(report, "tune_overhead", "tune_vs_sequential")
@@ -109,7 +108,6 @@ tune:
 """ + tiny_trial(epoch_pairs=64)
 
 
-@pytest.mark.slow
 def test_search_efficiency_races_all_four_strategies(tmp_path, cifar_dir, processes):
     space = tmp_path / "smoke.yaml"
     space.write_text(SEARCH_SMOKE_SPACE)

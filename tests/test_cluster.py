@@ -69,7 +69,6 @@ def trial_reported_from(experiment: Path, pids: set[int]) -> Path | None:
     return None
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_search_survives_losing_a_worker_node(tmp_path, cifar_dir, processes, short_temp_dir):
     port = free_port()

@@ -1,6 +1,6 @@
 """The whole path a user walks, for real at tiny sizes: tune (Ray) -> export (ONNX) -> separate (no torch).
 
-The plumbing runs on the synthetic CIFAR-10; the claim that the separated images beat the
+The plumbing runs on the session's shared search of a folder of generated images; the claim that the separated images beat the
 Average baseline is made once, on real images."""
 
 from __future__ import annotations
@@ -23,36 +23,24 @@ def run(command: list[str], env=None, timeout=600) -> subprocess.CompletedProces
     return result
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory, cifar_dir) -> Path:
-    """A real two-trial Ray Tune + Optuna search of a tiny U-Net space on the synthetic CIFAR-10."""
-    from tests.conftest import TINY_SPACE
-
-    root = tmp_path_factory.mktemp("e2e")
-    (root / "tiny.yaml").write_text(TINY_SPACE)
-    run(["runner", "tune", "--space", str(root / "tiny.yaml"), "--data-dir", str(cifar_dir),
-         "--samples", "2", "--max-epochs", "2", "--name", "e2e", "--results", str(root / "R")])
-    return root
-
-
-def test_tune_runs_every_trial_and_keeps_the_study(tuned):
+def test_tune_runs_every_trial_and_keeps_the_study(finished_search):
     import optuna
 
-    experiment = tuned / "R" / "e2e"
-    checkpoints = find_checkpoints(experiment)
+    checkpoints = find_checkpoints(finished_search.experiment)
     assert len({c.trial for c in checkpoints}) == 2
     assert all(c.metrics["val_baseline_psnr"] > 0 for c in checkpoints)
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{experiment / 'study.db'}")
+    study = optuna.load_study(study_name=finished_search.name, storage=f"sqlite:///{finished_search.experiment / 'study.db'}")
     assert len(study.trials) == 2
 
 
-def test_export_mixtures_separate_without_torch_and_score(tuned, cifar_dir, training_packages_blocked):
-    run(["runner", "export", "--best", "--experiment", "e2e", "--results", str(tuned / "R"), "-o", str(tuned / "E")])
-    assert sorted(p.suffix for p in (tuned / "E").iterdir()) == [".json", ".onnx"]
-    sidecar = json.loads(next((tuned / "E").glob("*.json")).read_text())
-    assert sidecar["channels"] == 3 and sidecar["experiment"] == "e2e" and len(sidecar["sha256"]) == 64
+def test_export_mixtures_separate_without_torch_and_score(finished_search, cifar_dir, tmp_path, training_packages_blocked):
+    run(["runner", "export", "--best", "--experiment", finished_search.name, "--results", str(finished_search.results),
+         "-o", str(tmp_path / "E")])
+    assert sorted(p.suffix for p in (tmp_path / "E").iterdir()) == [".json", ".onnx"]
+    sidecar = json.loads(next((tmp_path / "E").glob("*.json")).read_text())
+    assert sidecar["channels"] == 3 and sidecar["experiment"] == finished_search.name and len(sidecar["sha256"]) == 64
 
-    score = separate_and_score(tuned / "E", "cifar10", cifar_dir, tuned, training_packages_blocked)
+    score = separate_and_score(tmp_path / "E", "cifar10", cifar_dir, tmp_path, training_packages_blocked)
     assert score["pairs"] == 40 and score["pit_psnr"] > 0 and score["baseline_psnr"] > 0
 
 

@@ -43,7 +43,6 @@ def write_space(tmp_path, text: str):
     return path
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_diverged_and_errored_trials_are_reported_and_the_search_goes_on(tmp_path, cifar_dir, processes):
     space = write_space(tmp_path, FAULTY)
@@ -73,7 +72,6 @@ def test_every_trial_failing_is_one_error_line_and_there_is_nothing_to_export(tm
     assert not (tmp_path / "E").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_max_failures_retries_a_killed_trial_from_its_last_checkpoint(tmp_path, cifar_dir, processes):
     space = write_space(tmp_path, "tune:\n  grace_period: 3\n" + tiny_trial())

@@ -55,7 +55,6 @@ def test_runner_tune_with_a_share_a_trial_cannot_use_is_one_line(tmp_path, proce
     assert not (tmp_path / "R").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_half_a_gpu_each_runs_four_trials_at_once_two_per_gpu(tmp_path, cifar_dir, gpu_cluster):
     processes, address = gpu_cluster

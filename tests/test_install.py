@@ -20,7 +20,6 @@ from PIL import Image
 from tests.test_separate import make_model
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -5,31 +5,22 @@ Optuna study in results/NAME/study.db. Both are read with the tools' own loaders
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import wsgiref.util
 from pathlib import Path
 
 import pytest
 
 from runner.results import METRIC
-from tests.conftest import TINY_SPACE
+from tests.conftest import SHARED_SEARCHED
 from tests.tiny_spaces import tiny_trial
 
 TAG = f"ray/tune/{METRIC}"                      # where Ray Tune's TBXLoggerCallback puts the metric
-SEARCHED = {"model.base_width", "train.lr"}     # the two searched keys of TINY_SPACE
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory, cifar_dir) -> Path:
-    """A real two-trial, two-epoch `runner tune` on the synthetic CIFAR-10; its experiment directory."""
-    root = tmp_path_factory.mktemp("logs")
-    (root / "tiny.yaml").write_text(TINY_SPACE)
-    command = [str(Path(sys.executable).parent / "runner"), "tune", "--space", str(root / "tiny.yaml"),
-               "--data-dir", str(cifar_dir), "--name", "watched", "--results", str(root / "R")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root / "R" / "watched"
+@pytest.fixture
+def tuned(finished_search) -> Path:
+    """The session's shared two-trial, two-epoch `runner tune`; its experiment directory."""
+    return finished_search.experiment
 
 
 def result_curves(experiment: Path) -> dict[str, list[tuple[int, float]]]:
@@ -77,12 +68,12 @@ def test_the_study_loads_through_optunas_storage_as_the_dashboard_loads_it(tuned
     storage = optuna.storages.RDBStorage(f"sqlite:///{tuned / 'study.db'}",
                                          skip_compatibility_check=True, skip_table_creation=True)
 
-    (study,) = [study for study in storage.get_all_studies() if study.study_name == "watched"]
-    trials = storage.get_all_trials(storage.get_study_id_from_name("watched"))
+    (study,) = [study for study in storage.get_all_studies() if study.study_name == tuned.name]
+    trials = storage.get_all_trials(storage.get_study_id_from_name(tuned.name))
 
     assert study.directions == [StudyDirection.MAXIMIZE]
     assert len(trials) == 2 and all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in trials)
-    assert all(set(trial.params) == SEARCHED for trial in trials)
+    assert all(set(trial.params) == SHARED_SEARCHED for trial in trials)
     finals = sorted(curve[-1][1] for curve in result_curves(tuned).values())
     assert sorted(trial.value for trial in trials) == pytest.approx(finals, rel=1e-6)
 
@@ -93,12 +84,12 @@ def test_optuna_dashboard_serves_the_study(tuned):
 
     app = wsgi(f"sqlite:///{tuned / 'study.db'}")
 
-    (summary,) = [s for s in get_json(app, "/api/studies")["study_summaries"] if s["study_name"] == "watched"]
+    (summary,) = [s for s in get_json(app, "/api/studies")["study_summaries"] if s["study_name"] == tuned.name]
     detail = get_json(app, f"/api/studies/{summary['study_id']}")
 
     assert summary["directions"] == ["maximize"]
     assert [trial["state"] for trial in detail["trials"]] == ["Complete", "Complete"]
-    assert all({param["name"] for param in trial["params"]} == SEARCHED for trial in detail["trials"])
+    assert all({param["name"] for param in trial["params"]} == SHARED_SEARCHED for trial in detail["trials"])
     best = max(curve[-1][1] for curve in result_curves(tuned).values())
     assert detail["best_trials"][0]["values"] == [pytest.approx(best, rel=1e-6)]
 

@@ -26,7 +26,6 @@ def tune(tmp_path: Path, data_dir: Path, text: str, *overrides) -> subprocess.Co
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
 def test_two_objectives_run_every_trial_to_the_end_into_a_two_valued_study(tmp_path, cifar_dir):
     import optuna
     from optuna.study import StudyDirection

@@ -145,7 +145,6 @@ def test_local_ray_answers_nothing_at_the_network_address(local_ray):
     assert not started["webui"], f"a dashboard is served at {started['webui']}"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_private_runner_tune_listens_on_loopback_only(tmp_path, cifar_dir, processes):
     from tests.conftest import TINY_SPACE

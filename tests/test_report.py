@@ -1,7 +1,8 @@
 """`runner report` on real tiny experiments trained on a generated folder of images.
 
 The same runs show that a folder of the user's own images works end to end: `runner tune`
-(Ray Tune + Optuna) and `runner train` both take `data.dataset: folder` with --data-dir.
+(the session's shared search, tests/conftest.py) and `runner train` both take
+`data.dataset: folder` with --data-dir.
 """
 
 from __future__ import annotations
@@ -16,34 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.synthetic_data import write_image_folder
-
 BIN = Path(sys.executable).parent
 SEARCH_FIGURES = {"curves.png", "best.png", "cost.png", "separations.png", "history.png", "importances.png"}
-
-FOLDER_SPACE = """\
-# runner tune --space folder.yaml --data-dir IMAGES (test-sized)
-tune:
-  samples: 2
-  max_epochs: 2
-  grace_period: 2
-  points_to_evaluate:
-    - {model.family: unet}
-    - {model.family: ae}
-data:
-  dataset: folder
-  image_size: 16
-  val_images: 16
-  val_pairs: 32
-model:
-  family: {choice: [unet, ae]}
-  base_width: {choice: [4, 8]}
-  depth: 2
-  latent_dim: 16
-train:
-  lr: {loguniform: [1.0e-3, 4.0e-3]}
-  batch_size: 16
-"""
 
 FOLDER_CONFIG = """\
 # runner train --config folder-one.yaml --data-dir IMAGES (test-sized)
@@ -69,21 +44,6 @@ def run(command: list[str], expect: int = 0) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    return write_image_folder(tmp_path_factory.mktemp("own") / "images")
-
-
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, images) -> Path:
-    """A real two-trial search (one U-Net, one autoencoder) on the folder of images."""
-    root = tmp_path_factory.mktemp("search")
-    (root / "folder.yaml").write_text(FOLDER_SPACE)
-    run(["runner", "tune", "--space", str(root / "folder.yaml"), "--data-dir", str(images),
-         "--name", "own-images", "--results", str(root / "R")])
-    return root / "R"
-
-
 def figures_of(experiment: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(experiment.glob("*.png"))}
 
@@ -97,9 +57,9 @@ def assert_real_distinct_pngs(figures: dict[str, bytes], experiment: Path) -> No
     assert len({hashlib.sha256(content).hexdigest() for content in figures.values()}) == len(figures)
 
 
-def test_report_of_a_search_writes_markdown_and_six_distinct_figures(searched):
-    result = run(["runner", "report", "--experiment", "own-images", "--results", str(searched)])
-    experiment = searched / "own-images"
+def test_report_of_a_search_writes_markdown_and_six_distinct_figures(finished_search):
+    result = run(["runner", "report", "--experiment", finished_search.name, "--results", str(finished_search.results)])
+    experiment = finished_search.experiment
     figures = figures_of(experiment)
     assert set(figures) == SEARCH_FIGURES
     assert_real_distinct_pngs(figures, experiment)
@@ -112,9 +72,9 @@ def test_report_of_a_search_writes_markdown_and_six_distinct_figures(searched):
     assert "the Pareto trials" in result.stdout and "### The Pareto trials" in markdown
 
 
-def test_report_defaults_to_the_latest_experiment(searched):
-    result = run(["runner", "report", "--results", str(searched)])
-    assert "own-images" in result.stdout
+def test_report_defaults_to_the_latest_experiment(finished_search):
+    result = run(["runner", "report", "--results", str(finished_search.results)])
+    assert finished_search.name in result.stdout
 
 
 def test_train_on_a_folder_and_report_it_without_a_study(tmp_path, images):

@@ -31,7 +31,6 @@ tune:
 """ + tiny_trial()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_stopped_search_resumes_to_every_trial_finished_once(tmp_path, cifar_dir, processes, stop):
@@ -61,7 +60,6 @@ def test_stopped_search_resumes_to_every_trial_finished_once(tmp_path, cifar_dir
         assert restored_from_checkpoint(experiment / checkpointed / "result.json")
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_resuming_a_finished_search_says_so_and_changes_nothing(tmp_path, cifar_dir, processes):
     space, results = tmp_path / "resume.yaml", tmp_path / "results"

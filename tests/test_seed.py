@@ -48,7 +48,6 @@ def test_seed_space_is_the_original_configuration_under_both_losses():
         assert (config.train.batch_size, config.train.lr, config.train.weight_decay) == (32, 1e-3, 0.0)
 
 
-@pytest.mark.slow
 def test_fixed_order_stays_at_the_baseline_while_pit_beats_it(tmp_path, real_images):
     raw = yaml.safe_load(SEED.read_text())
     epochs = SHORT_EPOCHS

@@ -15,7 +15,6 @@ import pytest
 from runner.training.checkpoint import load_checkpoint
 from tests.tiny_spaces import tiny_trial
 
-pytestmark = pytest.mark.slow
 MINUTES = 0.3          # the budget of every run here
 EPOCH_PAIRS = 2048     # a few seconds an epoch on one thread: about six epochs in the budget
 
