@@ -192,6 +192,8 @@ def test_default_changes_only_when_asked_or_beaten_on_the_same_data(tmp_path, sh
     )
     other = _export(export, "fashion-unet", 25.0, dataset="fashion-mnist")  # better, on other data
     assert "trained on fashion-mnist 32x32 RGB and cifar10-unet on cifar10 32x32 RGB" in offer_default(other)
+    folder = _export(export, "folder-unet", 30.0, dataset="folder")
+    assert "a data.dataset: folder, and its sidecar does not say which" in offer_default(folder)
     assert model_line("a").startswith("model: cifar10-unet, shipped with separation-runner (default: the shipped")
 
     better = _export(export, "better-unet", 18.5)

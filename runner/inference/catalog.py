@@ -151,7 +151,9 @@ def offer_default(path: Path, set_default: bool = False) -> str:
 
 def _not_better(new: ModelEntry, current: ModelEntry) -> str | None:
     """Why `new` does not beat `current` on the record, or None when it does."""
-    if new.data != current.data or new.info.get("dataset") == "folder":
+    if new.info.get("dataset") == "folder":
+        return "it was trained on a data.dataset: folder, and its sidecar does not say which, so its score compares with none"
+    if new.data != current.data:
         return f"it was trained on {new.data} and {current.name} on {current.data}, so their scores do not compare"
     if new.quality is None or current.quality is None:
         return f"{new.name if new.quality is None else current.name} has no recorded val PIT-PSNR to compare"
