@@ -1,6 +1,6 @@
 """`separate` (onnxruntime) against the same weights in torch eager, on CIFAR-10 test mixtures.
 
-    python benchmarks/inference.py [--json PATH] [--threads N] [--precisions int8,fp16]
+    python benchmarks/inference.py [--json PATH] [--threads N] [--precisions int8,fp16] [--sections speed,large,seams]
 
 Trains a small U-Net for a few epochs with `train.fit`, exports it with
 `runner.export.export_checkpoint` (fp32, and int8/fp16 with `--precisions`) into a temporary
@@ -24,10 +24,9 @@ Two more sections run the model shipped with the package (no training), chosen w
 - large: the `separate` command on one `--large-mp` megapixel mixture (two CIFAR-10 test
   images upscaled to 4:3), in a process of its own: seconds per megapixel and the peak
   resident memory of that process (its `ru_maxrss`);
-- seams: PIT-PSNR of tiled runs (`Separator(tile=..., overlap=...)`, tiles far smaller
-  than the default so there are many seams) against whole-image runs, on `--seam-pairs`
-  mixtures of CIFAR-10 test images upscaled to 64x64 and 256x256 (tiles of 32 to 128
-  pixels, so there are many seams), and to 1024x1024 (the default tiles).
+- seams: PIT-PSNR of tiled runs (`Separator(tile=..., overlap=...)`) against whole-image
+  runs, on `--seam-pairs` mixtures of CIFAR-10 test images upscaled to 64x64 and 256x256
+  (tiles of 32 to 128 pixels, so there are many seams) and to 1024x1024 (the default tiles).
 """
 
 from __future__ import annotations
@@ -49,6 +48,9 @@ from common import (
 )
 
 
+SECTIONS = ("speed", "large", "seams")
+
+
 def parse_args(argv=None):
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -63,12 +65,15 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the benchmarked model (default 3)")
     parser.add_argument("--train-pairs", type=int, default=4096, help="training pairs per epoch (default 4096)")
     parser.add_argument("--keep", type=Path, help="keep the checkpoint, exports and PNGs in this folder")
-    parser.add_argument("--sections", default="speed,large,seams", help="which to run, comma-separated (default: all)")
+    parser.add_argument("--sections", type=lambda text: text.split(","), default=list(SECTIONS),
+                        help=f"which to run, of {','.join(SECTIONS)}, comma-separated (default: all)")
     parser.add_argument("--large-mp", type=float, default=12.0, help="megapixels of the large mixture (default 12)")
     parser.add_argument("--seam-pairs", type=int, default=5, help="mixtures per size for the seams (default 5)")
     parser.add_argument("--seam-sizes", type=lambda text: [int(size) for size in text.split(",")], default=[64, 256, 1024],
                         help="mixture sizes for the seams, of 64, 256 and 1024 (default: all three)")
     args = parser.parse_args(argv)
+    if not set(args.sections) <= set(SECTIONS):
+        parser.error(f"--sections takes {', '.join(SECTIONS)}")
     if not set(args.seam_sizes) <= set(SEAM_RUNS):
         parser.error(f"--seam-sizes takes sizes of {', '.join(map(str, SEAM_RUNS))}")
     return args
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     data_dir = data_dir_or_exit(args, "inference.py")
     precisions = [p for p in args.precisions.split(",") if p and p != "none"]
-    sections = set(args.sections.split(","))
+    sections = args.sections
     results = {"machine": machine(), "settings": {key: value for key, value in vars(args).items()
                                                   if key not in ("json", "data_dir", "keep")}}
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:
