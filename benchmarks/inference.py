@@ -1,6 +1,6 @@
 """`separate` (onnxruntime) against the same weights in torch eager, on CIFAR-10 test mixtures.
 
-    python benchmarks/inference.py [--json PATH] [--threads N] [--precisions int8,fp16]
+    python benchmarks/inference.py [--json PATH] [--threads N] [--precisions int8,fp16] [--sections speed,large,seams]
 
 Trains a small U-Net for a few epochs with `train.fit`, exports it with
 `runner.export.export_checkpoint` (fp32, and int8/fp16 with `--precisions`) into a temporary
@@ -17,6 +17,16 @@ count:
   against a process that only runs `import torch`, medians of `--cold-runs` alternating runs;
 - the whole command on a folder of PNG mixtures at `--batch-size 1` and at its default,
   which shows what batching files together buys.
+
+Two more sections run the model shipped with the package (no training), chosen with
+`--sections` (default: all three, `speed,large,seams`):
+
+- large: the `separate` command on one `--large-mp` megapixel mixture (two CIFAR-10 test
+  images upscaled to 4:3), in a process of its own: seconds per megapixel and the peak
+  resident memory of that process (its `ru_maxrss`);
+- seams: PIT-PSNR of tiled runs (`Separator(tile=..., overlap=...)`) against whole-image
+  runs, on `--seam-pairs` mixtures of CIFAR-10 test images upscaled to 64x64 and 256x256
+  (tiles of 32 to 128 pixels, so there are many seams) and to 1024x1024 (the default tiles).
 """
 
 from __future__ import annotations
@@ -31,9 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.inference.tiling import OVERLAP, TILE
+
 from common import (
     base_parser, data_dir_or_exit, log, machine, markdown_table, median, write_json,
 )
+
+
+SECTIONS = ("speed", "large", "seams")
 
 
 def parse_args(argv=None):
@@ -50,18 +65,44 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the benchmarked model (default 3)")
     parser.add_argument("--train-pairs", type=int, default=4096, help="training pairs per epoch (default 4096)")
     parser.add_argument("--keep", type=Path, help="keep the checkpoint, exports and PNGs in this folder")
-    return parser.parse_args(argv)
+    parser.add_argument("--sections", type=lambda text: text.split(","), default=list(SECTIONS),
+                        help=f"which to run, of {','.join(SECTIONS)}, comma-separated (default: all)")
+    parser.add_argument("--large-mp", type=float, default=12.0, help="megapixels of the large mixture (default 12)")
+    parser.add_argument("--seam-pairs", type=int, default=5, help="mixtures per size for the seams (default 5)")
+    parser.add_argument("--seam-sizes", type=lambda text: [int(size) for size in text.split(",")], default=[64, 256, 1024],
+                        help="mixture sizes for the seams, of 64, 256 and 1024 (default: all three)")
+    args = parser.parse_args(argv)
+    if not set(args.sections) <= set(SECTIONS):
+        parser.error(f"--sections takes {', '.join(SECTIONS)}")
+    if not set(args.seam_sizes) <= set(SEAM_RUNS):
+        parser.error(f"--seam-sizes takes sizes of {', '.join(map(str, SEAM_RUNS))}")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     data_dir = data_dir_or_exit(args, "inference.py")
     precisions = [p for p in args.precisions.split(",") if p and p != "none"]
+    sections = args.sections
+    results = {"machine": machine(), "settings": {key: value for key, value in vars(args).items()
+                                                  if key not in ("json", "data_dir", "keep")}}
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:
         work = args.keep or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        results = run(args, data_dir, precisions, work)
-    print_tables(results)
+        if "speed" in sections:
+            results.update(run(args, data_dir, precisions, work))
+        if "large" in sections:
+            log(f"separate on one {args.large_mp:g} MP mixture with the shipped model ...")
+            results["large"] = large_image(data_dir, args.large_mp, work / "large")
+        if "seams" in sections:
+            log(f"tiled against whole-image runs, {args.seam_pairs} mixtures a size ...")
+            results["seams"] = seams(data_dir, args.seam_pairs, args.threads, args.seam_sizes)
+    if "speed" in sections:
+        print_tables(results)
+    if "large" in sections:
+        print_large(results["large"])
+    if "seams" in sections:
+        print_seams(results["seams"])
     if args.json:
         write_json(args.json, results)
     return 0
@@ -72,8 +113,7 @@ def run(args, data_dir: Path, precisions: list[str], work: Path) -> dict:
 
     from runner.inference import separator
 
-    settings = {key: value for key, value in vars(args).items() if key not in ("json", "data_dir", "keep")}
-    results = {"machine": machine(), "settings": settings, "batch_sizes": [1, separator.DEFAULT_BATCH_SIZE],
+    results = {"batch_sizes": [1, separator.DEFAULT_BATCH_SIZE],
                "gpu": "not measured: CPU inference only (separate runs onnxruntime's CPU provider)"}
     log(f"training a U-Net (base width {args.base_width}, depth {args.depth}) for {args.epochs} epochs ...")
     checkpoint, trained = train_model(args, data_dir, work / "checkpoint")
@@ -275,6 +315,102 @@ def folder_runs(model: Path, mixtures: np.ndarray, directory: Path) -> list[dict
         elapsed = time.perf_counter() - start
         rows.append({"batch_size": batch, "images": len(mixtures), "wall_s": elapsed, "images_per_s": len(mixtures) / elapsed})
     return rows
+
+
+def shipped_model() -> Path:
+    from runner.inference.catalog import SHIPPED_DIR
+
+    return SHIPPED_DIR / "cifar10-unet.onnx"
+
+
+def upscaled_pairs(data_dir: Path, size: tuple[int, int], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` fixed test pairs of CIFAR-10 images resized to (width, height) with Pillow's bicubic, uint8 [P, H, W, C] each."""
+    from PIL import Image
+
+    from runner.data.pairs import TEST_PAIRS_SEED, fixed_pairs
+    from runner.data.sources import load_images
+
+    images = load_images("cifar10", "test", data_dir).pixels
+    pairs = fixed_pairs(len(images), count, TEST_PAIRS_SEED)
+
+    def resized(index):
+        return np.asarray(Image.fromarray(images[index].transpose(1, 2, 0)).resize(size, Image.BICUBIC))
+
+    return np.stack([resized(a) for a in pairs[:, 0]]), np.stack([resized(b) for b in pairs[:, 1]])
+
+
+def large_image(data_dir: Path, megapixels: float, directory: Path) -> dict:
+    """The `separate` command on one large PNG mixture, in a process of its own: wall time and peak RSS."""
+    from PIL import Image
+
+    width = round((megapixels * 1e6 * 4 / 3) ** 0.5)
+    height = round(megapixels * 1e6 / width)
+    source_a, source_b = upscaled_pairs(data_dir, (width, height), 1)
+    directory.mkdir(parents=True, exist_ok=True)
+    image = directory / "large.png"
+    Image.fromarray(((source_a[0].astype(np.uint16) + source_b[0] + 1) // 2).astype(np.uint8)).save(image)
+    del source_a, source_b
+    out = directory / "out"
+    command = [*separate_command(), str(image), "-o", str(out), "--model", str(shipped_model()), "--overwrite"]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, not the maximum over all children
+    elapsed = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0 or not (out / "large_2.png").is_file():
+        raise RuntimeError(f"separate failed on the large mixture (exit {process.returncode})")
+    return {"width": width, "height": height, "megapixels": width * height / 1e6, "wall_s": elapsed,
+            "s_per_megapixel": elapsed / (width * height / 1e6), "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+# (tile, overlap) runs per mixture size: small tiles for many seams, and the defaults on 1024x1024
+SEAM_RUNS = {64: [(32, 0), (32, 16)], 256: [(64, 0), (64, 16), (64, 32), (128, 0), (128, 32), (128, 64)],
+             1024: [(TILE, OVERLAP)]}
+
+
+def seams(data_dir: Path, count: int, threads: int, sizes: list[int]) -> list[dict]:
+    """Mean PIT-PSNR of whole-image and of tiled runs of the shipped model on upscaled test mixtures."""
+    import warnings
+
+    from runner.inference import Separator, SizeWarning
+    from runner.scoring import pit_psnr
+
+    rows = []
+    for size in sizes:
+        runs = SEAM_RUNS[size]
+        source_a, source_b = upscaled_pairs(data_dir, (size, size), count)
+        mixtures = list(((source_a.astype(np.uint16) + source_b + 1) // 2).astype(np.uint8))
+        truth_a, truth_b = source_a / 255, source_b / 255
+
+        def score(tile, overlap):
+            separator = Separator.load(shipped_model(), threads=threads, tile=tile, overlap=overlap)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SizeWarning)  # 64 and 256 are far from 32 on purpose
+                outputs = separator.separate_batch(mixtures)
+            return [pit_psnr(one / 255, two / 255, a, b) for (one, two), a, b in zip(outputs, truth_a, truth_b)]
+
+        whole = score(10**6, 0)
+        rows.append({"size": size, "tile": "whole", "overlap": "", "pit_psnr": float(np.mean(whole)), "vs_whole_db": 0.0})
+        for tile, overlap in runs:
+            tiled = score(tile, overlap)
+            rows.append({"size": size, "tile": tile, "overlap": overlap, "pit_psnr": float(np.mean(tiled)),
+                         "vs_whole_db": float(np.mean(tiled) - np.mean(whole)),
+                         "worst_pair_db": float(min(np.subtract(tiled, whole)))})
+    return rows
+
+
+def print_large(large: dict) -> None:
+    print(f"\n### `separate` on one {large['width']}x{large['height']} mixture ({large['megapixels']:.1f} MP), "
+          "the shipped model, default tiles\n")
+    print(markdown_table(["wall (s)", "s per MP", "peak RSS (MB)"],
+                         [[large["wall_s"], large["s_per_megapixel"], large["peak_rss_mb"]]]))
+
+
+def print_seams(rows: list[dict]) -> None:
+    print("\n### Tiled against whole-image runs, the shipped model, upscaled CIFAR-10 test mixtures\n")
+    print(markdown_table(["mixture", "tile", "overlap", "PIT-PSNR (dB)", "vs whole (dB)", "worst pair vs whole (dB)"],
+                         [[f"{r['size']}x{r['size']}", r["tile"], r["overlap"], r["pit_psnr"], r["vs_whole_db"],
+                           r.get("worst_pair_db", "")] for r in rows]))
 
 
 def print_tables(results: dict) -> None:

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
   runner export --best --experiment q -o export/
   runner export --trial trial_0 --precision int8
   runner export --best --tta                                separate each image and its mirror image, average
+  runner export --best --set-default                        make it separate's default model, better or not
   runner export --best --max-macs 50M --max-latency-ms 5    the best trial that fits the limits""")
     which = export.add_mutually_exclusive_group()  # which checkpoint; --best is also what no flag means
     which.add_argument("--best", action="store_true", help="the experiment's best checkpoint by validation PIT-PSNR (the default)")
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, default=Path("export"), help="output directory (default export/)")
     export.add_argument("--data-dir", help="dataset location for the parity check (default: the experiment's)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export of the same name")
+    export.add_argument("--set-default", action="store_true",
+                        help="make it separate's default model in the output directory; without it, it becomes the "
+                             "default only if its validation PIT-PSNR beats the current default's on the same data")
     export.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
                         help="fp32 (default); int8: static quantization, 1.16x fp32's images/s at batch 1 and 0.36x "
                              "its file in the README's CPU benchmark; fp16: 0.56x the file, slower on CPU")
@@ -316,6 +320,7 @@ def _resumable(directory: Path):
 
 def _export(args) -> int:
     from runner.export import Limits, export_checkpoint, export_within, trial_checkpoint
+    from runner.inference.catalog import offer_default
     from runner.inference.sidecar import read_sidecar
     from runner.counts import format_count
     from runner.results import best_checkpoint, find_experiment, stored_data_dir
@@ -337,6 +342,7 @@ def _export(args) -> int:
     if "latency_ms" in sidecar:
         cost += f", {sidecar['latency_ms']:.3g} ms at batch 1 on {sidecar['latency_threads']} threads"
     print(f"exported {chosen.trial} (val PIT-PSNR {chosen.score:.2f} dB; {cost}) to {target} and {target.with_suffix('.json')}")
+    print(offer_default(target, args.set_default))
     return 0
 
 

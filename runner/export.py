@@ -202,7 +202,7 @@ def export_checkpoint(
             "opset": OPSET,
             "precision": precision,
             "tta": config.model.tta,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # separate's default: the newest
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cost": model_cost(model, state.input_shape),
             **converted,
         }

@@ -37,9 +37,21 @@ def assert_positive_ratios(report: dict, *keys: str) -> None:
 
 def test_inference_compares_separate_with_torch(tmp_path, cifar_dir):
     report = run_benchmark("inference", tmp_path, cifar_dir, "--epochs", "1", "--train-pairs", "256", "--pairs", "32",
-                           "--rounds", "1", "--cold-runs", "1", "--files", "8", "--precisions", "int8")
+                           "--rounds", "1", "--cold-runs", "1", "--files", "8", "--precisions", "int8", "--sections", "speed")
     assert_positive_ratios(report, "ort_vs_torch_batch1", "cold_start_vs_import_torch", "int8_vs_fp32_batch1")
     assert report["pit_psnr"]["onnxruntime fp32"] == pytest.approx(report["pit_psnr"]["torch"], abs=0.01)
+    assert "large" not in report and "seams" not in report
+
+
+def test_inference_measures_a_large_image_and_the_seams(tmp_path, cifar_dir):
+    report = run_benchmark("inference", tmp_path, cifar_dir, "--sections", "large,seams", "--large-mp", "0.6",
+                           "--seam-pairs", "1", "--seam-sizes", "64,256")  # 1024 takes ~30 s
+    large = report["large"]
+    assert large["width"] * large["height"] > 512 * 512  # more than one tile
+    assert_positive_ratios(large, "s_per_megapixel", "peak_rss_mb")
+    runs = {(row["size"], row["tile"], row["overlap"]) for row in report["seams"]}
+    assert {(64, "whole", ""), (64, 32, 16), (256, "whole", ""), (256, 64, 32)} <= runs
+    assert all(math.isfinite(row["vs_whole_db"]) for row in report["seams"])
 
 
 def test_train_throughput_compares_fit_with_a_bare_loop(tmp_path, cifar_dir):

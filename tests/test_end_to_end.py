@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.inference.catalog import DEFAULT_RECORD
 from runner.results import find_checkpoints
 
 BIN = Path(sys.executable).parent
@@ -35,9 +36,10 @@ def test_tune_runs_every_trial_and_keeps_the_study(finished_search):
 
 def test_export_mixtures_separate_without_torch_and_score(finished_search, cifar_dir, tmp_path, training_packages_blocked):
     run(["runner", "export", "--best", "--experiment", finished_search.name, "--results", str(finished_search.results),
-         "-o", str(tmp_path / "E")])
-    assert sorted(p.suffix for p in (tmp_path / "E").iterdir()) == [".json", ".onnx"]
-    sidecar = json.loads(next((tmp_path / "E").glob("*.json")).read_text())
+         "-o", str(tmp_path / "E"), "--set-default"])  # its score cannot beat the shipped model's, and it is the one under test
+    (model,) = (tmp_path / "E").glob("*.onnx")
+    assert sorted(p.name for p in (tmp_path / "E").iterdir()) == sorted([model.name, f"{model.stem}.json", DEFAULT_RECORD])
+    sidecar = json.loads(model.with_suffix(".json").read_text())
     assert sidecar["channels"] == 3 and sidecar["experiment"] == finished_search.name and len(sidecar["sha256"]) == 64
 
     score = separate_and_score(tmp_path / "E", "cifar10", cifar_dir, tmp_path, training_packages_blocked)
@@ -53,7 +55,8 @@ def test_the_separated_test_mixtures_beat_the_average_on_real_images(real_images
     )
     run(["runner", "train", "--config", str(tmp_path / "tiny.yaml"), "--data-dir", str(real_images.data_dir),
          "--name", "real", "--results", str(tmp_path / "R")])
-    run(["runner", "export", "--experiment", "real", "--results", str(tmp_path / "R"), "-o", str(tmp_path / "E")])
+    run(["runner", "export", "--experiment", "real", "--results", str(tmp_path / "R"), "-o", str(tmp_path / "E"),
+         "--set-default"])
     score = separate_and_score(tmp_path / "E", real_images.dataset, real_images.data_dir, tmp_path, training_packages_blocked)
     assert score["pit_psnr"] > score["baseline_psnr"]
 

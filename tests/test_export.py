@@ -61,3 +61,40 @@ def test_best_and_trial_together_are_refused(results, capsys):
 
     assert exit.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_an_export_becomes_the_default_only_when_asked_or_when_it_scores_better(results, tmp_path, capsys):
+    """Against the real shipped model (cifar10 32x32 RGB, val PIT-PSNR 18.39 dB): a 1-epoch export
+    does not displace it, `--set-default` (the printed hint) does, and a better-scoring one does."""
+    from runner.inference.catalog import default_model
+    from runner.training.checkpoint import load_checkpoint, save_checkpoint
+
+    def export_line(out: Path, *flags: str) -> str:
+        capsys.readouterr()
+        export(results, out, *flags)
+        return capsys.readouterr().out.splitlines()[-1]
+
+    out = tmp_path / "export"
+    line = export_line(out, "--trial", "trial_0")
+    assert line.startswith("tiny-unet is not separate's default model: its val PIT-PSNR ")
+    assert "does not beat cifar10-unet's 18.39 dB on cifar10 32x32 RGB" in line
+    assert line.endswith("export it again with --set-default --overwrite")
+    assert default_model(out).name == "cifar10-unet"
+
+    line = export_line(out, "--trial", "trial_0", "--set-default", "--overwrite")
+    assert line == "tiny-unet is now separate's default model (made the default by `runner export --set-default`)"
+    assert default_model(out).name == "tiny-unet"
+
+    better = tmp_path / "results"
+    shutil.copytree(results, better)
+    for checkpoint in (better / "tiny" / "trial_0").glob("checkpoint_*"):  # as if it had trained for longer
+        state = load_checkpoint(checkpoint)
+        state.metrics["val_pit_psnr"] += 10
+        save_checkpoint(checkpoint, state)
+    capsys.readouterr()
+    assert main(["export", "--trial", "trial_0", "--experiment", "tiny", "--results", str(better),
+                 "-o", str(tmp_path / "better")]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("tiny-unet is now separate's default model (its val PIT-PSNR ")
+    assert line.endswith(" dB beat cifar10-unet's 18.39 dB on cifar10 32x32 RGB)")
+    assert default_model(tmp_path / "better").name == "tiny-unet"

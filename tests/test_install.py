@@ -141,7 +141,7 @@ def test_shipped_model_separates_the_shared_test_pairs_from_a_plain_install(plai
                     "--json", str(score)], check=True, capture_output=True)
 
     assert separated.returncode == 0, separated.stderr
-    assert "(shipped with separation-runner)" in separated.stdout.splitlines()[0]
+    assert separated.stdout.splitlines()[0].startswith("model: cifar10-unet, shipped with separation-runner (default: ")
     assert separated.stderr == ""  # 32x32 test images: no size warning
     scores = json.loads(score.read_text())
     assert scores["pit_psnr"] >= SHIPPED_MIN_PSNR, scores

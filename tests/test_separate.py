@@ -202,7 +202,8 @@ def test_separates_files_and_folders_in_the_models_channels(tmp_path, rgb_model,
     result = cli(rgb, folder, "-o", out, "--model", rgb_model, "--batch-size", "2")
 
     assert result.code == 0, result.err
-    warning, = result.err.splitlines()  # the model was trained on 32x32: these tiny inputs draw one line
+    note, warning = result.err.splitlines()  # the model was trained on 32x32: these tiny inputs draw one line
+    assert note == f"separate: note: {rgba}: its alpha channel was dropped (the colours under it were used as they are)"
     assert warning.startswith("separate: warning: rgb_13x7.png (one of 6 such inputs) is 13x7, far from the 32x32 images")
     for image in (rgb, gray, rgba, palette, photo):
         with Image.open(image) as source:
@@ -225,28 +226,31 @@ def test_gray_model_takes_rgb_input_at_its_fixed_size(tmp_path, gray_fixed_model
         assert_separated(image, tmp_path / "out", "L", np.asarray(source.convert("L")))
 
 
-def test_default_model_is_the_newest_export_with_a_sidecar(tmp_path, cli, no_shipped_model):
+def test_without_a_shipped_model_the_first_export_is_the_default(tmp_path, cli, no_shipped_model):
+    from runner.inference.catalog import offer_default
+
     models = tmp_path / "export"
-    older = make_model(models, "older_rgb", channels=3)
-    newer = make_model(models, "newer_gray", channels=1, fixed_size=(16, 16))
-    orphan = make_model(models, "orphan", channels=3)
-    sidecar_path(orphan).unlink()
-    for age, path in enumerate((orphan, newer, older)):
-        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    gray = make_model(models, "gray", channels=1, fixed_size=(16, 16))
+    rgb = make_model(models, "rgb", channels=3)
     image = save(tmp_path / "x.png", Image.fromarray(random_pixels(16, 16, 3)))
 
+    assert_one_error(cli(image, "-o", tmp_path / "a", "--models-dir", models), "no default model", "--model NAME")
+
+    assert offer_default(gray) == "gray is now separate's default model (the first model here, with none shipped)"
+    assert offer_default(rgb).startswith("rgb is not separate's default model: it was trained on ? 32x32 RGB and gray")
     result = cli(image, "-o", tmp_path / "out", "--models-dir", models)
 
     assert result.code == 0, result.err
+    assert result.out.startswith(f"model: gray, {gray} (default: the first model here, with none shipped)\n")
     with Image.open(tmp_path / "out" / "x_1.png") as first:
-        assert first.mode == "L"  # the gray model: newest among those with a sidecar
+        assert first.mode == "L"
 
 
 def test_model_api_pads_to_the_multiple_and_crops_back(tmp_path, rgb_model):
     model = load_model(rgb_model, threads=1)
     small = save(tmp_path / "a.png", Image.fromarray(random_pixels(5, 7, 3)))
     tall = save(tmp_path / "b.png", Image.fromarray(random_pixels(9, 2, 1)))
-    images = [read_image(path, model, max_pixels=10_000) for path in (small, tall)]
+    images = [read_image(path, model, max_pixels=10_000)[0] for path in (small, tall)]
 
     batch = prepare_batch(images, model)
     source_1, source_2 = model.run(batch)

@@ -118,7 +118,9 @@ def check_run(paths: list[Path], out: Path, code, err: str) -> None:
     lines = err.splitlines()
     far = [line for line in lines if line.startswith("separate: warning: ")]
     assert len(far) <= 1  # one line for all the inputs far from the model's training size
-    lines = [line for line in lines if line not in far]
+    notes = [line.removeprefix("separate: note: ").split(":", 1)[0] for line in lines if line.startswith("separate: note: ")]
+    assert len(notes) == len(set(notes))  # at most one note an input (alpha dropped, first frame used)
+    lines = [line for line in lines if line not in far and not line.startswith("separate: note: ")]
     errors = {}
     for line in lines:
         assert line.startswith("separate: error: "), line
@@ -138,6 +140,7 @@ def check_run(paths: list[Path], out: Path, code, err: str) -> None:
             assert one.format == two.format == "PNG" and one.mode == two.mode == "RGB"
             assert one.size == two.size == declared_size(path)
     assert set(errors) <= {str(path) for path in paths}
+    assert not set(errors) & set(notes)  # a noted input was separated
     assert code == (1 if errors else 0)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 

@@ -4,13 +4,17 @@ exact hand-built models of test_separate (source_1 = mixture, source_2 = 1.2 - m
 
 import json
 import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from runner.inference import BadImage, RunnerError, Separator, SizeWarning
+from runner.inference.catalog import DEFAULT_RECORD, offer_default
 from runner.inference.sidecar import sidecar_path, write_sidecar
 from tests.test_separate import cli, expected_sources, make_model, no_shipped_model, random_pixels, save  # noqa: F401 (fixtures)
 
@@ -140,39 +144,87 @@ def test_command_warns_once_for_all_far_inputs(tmp_path, cli):
 
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
-    """A shipped model exported on 2026-01-01, in a stand-in for the package's folder."""
+    """A shipped model (cifar10 32x32 RGB, val PIT-PSNR 18.0 dB) in a stand-in for the package's folder."""
     folder = tmp_path / "package" / "shipped"
     path = make_model(folder, "cifar10-unet", channels=3)
-    _stamp(path, "2026-01-01T00:00:00+00:00")
+    _record(path, dataset="cifar10", metrics={"val_pit_psnr": 18.0})
     monkeypatch.setattr("runner.inference.catalog.SHIPPED_DIR", folder)
     return path
 
 
-def _stamp(path, exported_at):
+def _record(path, **facts):
+    """Rewrite the sidecar of `path` with `facts` added, as the exporter would have written them."""
     info = json.loads(sidecar_path(path).read_text())
-    info["exported_at"] = exported_at
-    write_sidecar(path, {k: v for k, v in info.items() if k not in ("format", "onnx_file", "sha256")})
+    write_sidecar(path, {**{k: v for k, v in info.items() if k not in ("format", "onnx_file", "sha256")}, **facts})
+    return path
+
+
+def _export(folder, name, score, dataset="cifar10"):
+    return _record(make_model(folder, name, channels=3), dataset=dataset, metrics={"val_pit_psnr": score})
 
 
 def test_shipped_model_runs_when_there_is_no_export(tmp_path, shipped, cli):
     image = save(tmp_path / "avg.png", Image.fromarray(random_pixels(32, 32, 3)))
+    export = tmp_path / "export"
 
-    result = cli(image, "-o", tmp_path / "out", "--models-dir", tmp_path / "export")
+    result = cli(image, "-o", tmp_path / "out", "--models-dir", export)
 
     assert result.code == 0, result.err
-    assert "model: cifar10-unet (shipped with separation-runner)" in result.out
-    assert Separator.load(models_dir=tmp_path / "export").name == "cifar10-unet"
+    assert result.out.splitlines()[0] == (
+        f"model: cifar10-unet, shipped with separation-runner (default: the shipped model, as no export in {export}/ "
+        "has been made the default)"
+    )
+    assert Separator.load(models_dir=export).name == "cifar10-unet"
 
 
-def test_newer_export_wins_and_older_one_does_not(tmp_path, shipped, cli):
+def test_default_changes_only_when_asked_or_beaten_on_the_same_data(tmp_path, shipped, cli):
     export = tmp_path / "export"
-    newer = make_model(export, "mine-unet", channels=3)  # no exported_at: its file time, today
     image = save(tmp_path / "avg.png", Image.fromarray(random_pixels(32, 32, 3)))
 
-    assert f"model: mine-unet ({newer})" in cli(image, "-o", tmp_path / "a", "--models-dir", export).out
+    def model_line(out):
+        return cli(image, "-o", tmp_path / out, "--models-dir", export).out.splitlines()[0]
 
-    _stamp(newer, "2025-06-01T00:00:00+00:00")  # exported before the shipped model was
-    assert "model: cifar10-unet (shipped" in cli(image, "-o", tmp_path / "b", "--models-dir", export).out
+    worse = _export(export, "worse-unet", 16.9)  # the newest model, but a worse one
+    assert offer_default(worse) == (
+        "worse-unet is not separate's default model: its val PIT-PSNR 16.90 dB does not beat cifar10-unet's "
+        "18.00 dB on cifar10 32x32 RGB, so cifar10-unet stays the default; run it with `separate --model worse-unet`, "
+        "or export it again with --set-default --overwrite"
+    )
+    other = _export(export, "fashion-unet", 25.0, dataset="fashion-mnist")  # better, on other data
+    assert "trained on fashion-mnist 32x32 RGB and cifar10-unet on cifar10 32x32 RGB" in offer_default(other)
+    folder = _export(export, "folder-unet", 30.0, dataset="folder")
+    assert "a data.dataset: folder, and its sidecar does not say which" in offer_default(folder)
+    assert model_line("a").startswith("model: cifar10-unet, shipped with separation-runner (default: the shipped")
+
+    better = _export(export, "better-unet", 18.5)
+    assert offer_default(better) == ("better-unet is now separate's default model (its val PIT-PSNR 18.50 dB beat "
+                                     "cifar10-unet's 18.00 dB on cifar10 32x32 RGB)")
+    assert model_line("b") == (f"model: better-unet, {better} (default: its val PIT-PSNR 18.50 dB beat cifar10-unet's "
+                               "18.00 dB on cifar10 32x32 RGB)")
+    assert "does not beat better-unet's 18.50 dB" in offer_default(_export(export, "middle-unet", 18.2))
+
+    assert offer_default(worse, set_default=True) == (
+        "worse-unet is now separate's default model (made the default by `runner export --set-default`)")
+    assert model_line("c") == f"model: worse-unet, {worse} (default: made the default by `runner export --set-default`)"
+    assert Separator.load(models_dir=export).name == "worse-unet"
+    listed = cli("--list-models", "--models-dir", export).out.splitlines()
+    assert [line.split()[1] for line in listed if line.startswith("* ")] == ["worse-unet", "the"]
+
+    worse.unlink()
+    assert model_line("d") == (f"model: cifar10-unet, shipped with separation-runner (default: {export / DEFAULT_RECORD} "
+                               "names worse-unet, which is gone, so the shipped model runs)")
+
+
+def test_a_damaged_default_record_is_one_line(tmp_path, shipped, cli):
+    export = tmp_path / "export"
+    export.mkdir()
+    image = save(tmp_path / "avg.png", Image.fromarray(random_pixels(32, 32, 3)))
+    for text in ("{not json", '["a list"]'):
+        (export / DEFAULT_RECORD).write_text(text)
+        result = cli(image, "-o", tmp_path / "out", "--models-dir", export)
+        assert result.code == 2
+        assert result.err.count("\n") == 1 and str(export / DEFAULT_RECORD) in result.err
+        assert "delete it, and the shipped model is the default again" in result.err
 
 
 def test_model_by_name_or_path_and_unknown_names(tmp_path, shipped, cli):
@@ -180,8 +232,10 @@ def test_model_by_name_or_path_and_unknown_names(tmp_path, shipped, cli):
     make_model(export, "mine-unet", channels=3)
     image = save(tmp_path / "avg.png", Image.fromarray(random_pixels(32, 32, 3)))
 
-    assert "model: cifar10-unet (shipped" in cli(image, "-o", tmp_path / "a", "--models-dir", export, "--model", "cifar10-unet").out
-    assert "model: mine-unet" in cli(image, "-o", tmp_path / "b", "--model", export / "mine-unet.onnx").out
+    by_name = cli(image, "-o", tmp_path / "a", "--models-dir", export, "--model", "cifar10-unet").out
+    assert by_name.startswith("model: cifar10-unet, shipped with separation-runner (--model)\n")
+    by_path = cli(image, "-o", tmp_path / "b", "--model", export / "mine-unet.onnx").out
+    assert by_path.startswith(f"model: mine-unet, {export / 'mine-unet.onnx'} (--model)\n")
 
     unknown = cli(image, "-o", tmp_path / "c", "--models-dir", export, "--model", "nope")
     assert unknown.code == 2
@@ -197,22 +251,38 @@ def test_model_by_name_or_path_and_unknown_names(tmp_path, shipped, cli):
 
 def test_list_models_shows_both_with_their_facts(tmp_path, shipped, cli):
     export = tmp_path / "export"
-    mine = make_model(export, "mine-unet", channels=1, fixed_size=(28, 28))
-    info = json.loads(sidecar_path(mine).read_text())
-    write_sidecar(mine, {**{k: v for k, v in info.items() if k not in ("format", "onnx_file", "sha256")},
-                         "dataset": "fashion-mnist", "metrics": {"val_pit_psnr": 21.234}})
+    mine = _record(make_model(export, "mine-unet", channels=1, fixed_size=(28, 28)),
+                   dataset="fashion-mnist", metrics={"val_pit_psnr": 21.234})
 
     result = cli("--list-models", "--models-dir", export)
 
     assert result.code == 0, result.err
     header, first, second, footer = result.out.splitlines()
     assert header.split()[:4] == ["name", "trained", "on", "PIT-PSNR"]
-    assert first.startswith("  cifar10-unet") and "shipped with separation-runner" in first
-    assert second.startswith("* mine-unet") and "fashion-mnist 28x28" in second and "21.23 dB (validation)" in second
+    assert first.startswith("* cifar10-unet") and "shipped with separation-runner" in first
+    assert second.startswith("  mine-unet") and "fashion-mnist 28x28" in second and "21.23 dB (validation)" in second
     assert f"{os.path.getsize(mine) / 1e6:.1f} MB" in second
-    assert footer.startswith("* the default")
+    assert footer.startswith("* the default: the shipped model")
 
 
 def test_nothing_to_list_and_nothing_to_run(tmp_path, no_shipped_model, cli):
     assert "no models" in cli("--list-models", "--models-dir", tmp_path / "empty").out
     assert cli("-o", tmp_path / "out").code == 2  # no images: argparse's usage error
+
+
+# ---- the README's example ---------------------------------------------------------------------
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path):
+    """The ```python block of the README's "From Python", run in an empty folder with the shipped model."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### From Python"):]
+    code = section[section.index("```python\n") + len("```python\n"): section.index("```\n", section.index("```python"))]
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    first_line, error_line = result.stdout.splitlines()
+    assert first_line.startswith("cifar10-unet default: the shipped model")
+    assert error_line.startswith("the model takes RGB arrays of shape H x W x 3, got shape (32, 32, 4)")
+    assert (tmp_path / "avg.png").is_file()

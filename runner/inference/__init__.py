@@ -4,6 +4,6 @@ scoring. numpy, Pillow and onnxruntime only: a plain `pip install` runs it."""
 
 from runner.errors import RunnerError
 from runner.inference.images import BadImage
-from runner.inference.separator import Separator, SizeWarning
+from runner.inference.separator import Separator, SizeWarning, UnusedWarning
 
-__all__ = ["BadImage", "RunnerError", "Separator", "SizeWarning"]
+__all__ = ["BadImage", "RunnerError", "Separator", "SizeWarning", "UnusedWarning"]

@@ -1,7 +1,8 @@
 """Images in and out of a separation model: files, PIL images and numpy arrays as float32
 [C, H, W] in [0, 1] with the model's channels, and back.
 
-Files: `read_size` (header only), `read_image`, `to_pixels`, `write_png` (atomic).
+Files: `read_size` (header only), `read_image`, `to_pixels`, `write_png` (atomic); `unused`
+says what of an image is not separated (alpha, later frames).
 In memory: `from_memory` takes a PIL image or a uint8/float array and returns the model's
 input with a function that turns an output back into the same kind. Every problem with
 one image is a `BadImage`, so a caller can skip that image and go on.
@@ -72,17 +73,30 @@ def read_size(path: Path, model: Model, max_pixels: int) -> tuple[int, int]:
             return image.size
 
 
-def read_image(path: Path, model: Model, max_pixels: int) -> np.ndarray:
-    """The image as float32 [C, H, W] in [0, 1], with the model's channels."""
+def read_image(path: Path, model: Model, max_pixels: int) -> tuple[np.ndarray, str | None]:
+    """The image as float32 [C, H, W] in [0, 1], with the model's channels, and what of it
+    was not used (`unused`), if anything."""
     with _bad_image_errors(path):
         with Image.open(path) as image:
             check_size(image.size, model, max_pixels)
-            return _from_pil(image, model)
+            return _from_pil(image, model), unused(image)
+
+
+def unused(image: Image.Image) -> str | None:
+    """What of an image the model does not see, in words: its alpha, its later frames; None when nothing."""
+    # By hand rather than Image.has_transparency_data, which needs Pillow 10.1 (we take 10.0).
+    alpha = image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+    frames = getattr(image, "n_frames", 1)
+    parts = (["its alpha channel was dropped (the colours under it were used as they are)"] if alpha else []) + (
+        [f"only the first of its {frames} frames was used"] if frames > 1 else [])
+    return "; ".join(parts) or None
 
 
 def to_pixels(source: np.ndarray) -> np.ndarray:
     """One [C, H, W] model output (cropped to its image), as uint8 [C, H, W]."""
-    return np.rint(np.clip(source, 0.0, 1.0) * 255).astype(np.uint8)
+    pixels = np.clip(source, 0.0, 1.0)
+    pixels *= 255  # in place: a 16 MP image's float copies are 192 MB each
+    return np.rint(pixels, out=pixels).astype(np.uint8)
 
 
 def write_png(pixels: np.ndarray, target: Path) -> None:
@@ -160,7 +174,8 @@ def _from_pil(image: Image.Image, model: Model) -> np.ndarray:
     if image.mode in WIDE_MODES:
         image.load()
         return _wide_to_array(image.copy(), model.channels)
-    pixels = np.asarray(_converted(image, model.mode), dtype=np.float32) / np.float32(255)
+    pixels = np.asarray(_converted(image, model.mode), dtype=np.float32)
+    pixels /= 255  # in place, as in to_pixels
     return pixels[np.newaxis] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
@@ -185,7 +200,7 @@ def _bad_image_errors(path: Path) -> Iterator[None]:
         except OSError as error:
             if error.errno is not None:  # the file system's complaint, not the decoder's
                 raise BadImage(f"cannot read it ({one_line(error.strerror)})") from None
-            raise BadImage(f"broken or truncated image ({one_line(error)})") from None
+            raise BadImage(f"broken or truncated image ({one_line(error)}): save or copy it again") from None
         except Exception as error:  # Pillow's decoders also raise SyntaxError, ValueError, struct.error, ... on bad data
             raise BadImage(f"cannot decode it ({type(error).__name__}: {one_line(error)})") from None
 

@@ -18,11 +18,12 @@ import onnxruntime as ort
 
 from runner.errors import RunnerError
 from runner.inference.sidecar import read_sidecar, verify
+from runner.inference.tiling import TILE
 
 INPUT_NAME = "mixture"
 OUTPUT_NAMES = ("source_1", "source_2")
 MODE_OF_CHANNELS = {1: "L", 3: "RGB"}
-BATCH_PIXEL_BUDGET = 4096 * 4096  # large images run in smaller batches so memory stays bounded
+BATCH_PIXEL_BUDGET = TILE * TILE  # pixels of one model call: smaller images share one, larger ones are tiled
 FAR_FROM_TRAINING = 2  # an input side over 2x (or under 1/2x) the training size draws a warning
 
 

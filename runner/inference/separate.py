@@ -34,8 +34,10 @@ examples:
   separate avg.png -o out/ --model E-unet       a model by name (see --list-models) or by path
   separate --list-models                        the shipped model and those in export/, with their facts
 
-The default model is the newest of the one shipped with the package and those in
---models-dir (by the export time in their sidecars): your own `runner export` wins.
+The default model is the shipped one until `runner export` makes an export in
+--models-dir the default: when asked (--set-default), or when its recorded validation
+PIT-PSNR beats the current default's on the same data. The first line says which model
+runs and why.
 
 Exit status 0 when every input was separated; 1 when some inputs failed (each named on
 stderr, the others still separated); 2 when the run was refused or stopped (a bad flag, no
@@ -71,10 +73,13 @@ def _run(args: argparse.Namespace) -> int:
         _refuse_existing(outputs)
     _prepare_out_dir(args.output)
     separator = Separator.load(args.model, models_dir=args.models_dir, threads=args.threads)
-    print(f"model: {separator.name} ({separator.entry.where})")
+    print(f"model: {separator.name}, {separator.entry.where} ({separator.entry.why})")
 
     def report(path: Path, error: BadImage) -> None:
         _print_error(f"{path}: {error}")
+
+    def note(path: Path, what: str) -> None:
+        print(f"separate: note: {path}: {one_line(what)}", file=sys.stderr)
 
     def warn_far(far: list[tuple[Path, int, int]]) -> None:
         path, width, height = far[0]
@@ -84,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     with _progress(len(images)) as advance:
         failures = separator.separate_files(
             outputs, batch_size=args.batch_size, max_pixels=args.max_pixels,
-            on_error=report, on_done=advance, on_far=warn_far,
+            on_error=report, on_done=advance, on_note=note, on_far=warn_far,
         )
     done = len(images) - failures
     print(f"separated {done} of {len(images)} images into {args.output}/")
@@ -96,7 +101,7 @@ def _list_models(args: argparse.Namespace) -> int:
     if not models:
         print(f"no models: none ships with this install and {args.models_dir}/ holds no export; run `runner export --best`")
         return 0
-    default = default_model(models)
+    default = default_model(args.models_dir)
     rows = [entry.facts() for entry in models]
     columns = list(rows[0])
     widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in columns}
@@ -104,9 +109,10 @@ def _list_models(args: argparse.Namespace) -> int:
     # and one line per model is what a reader (or grep) of this list wants.
     print("  " + "  ".join(column.ljust(widths[column]) for column in columns).rstrip())
     for entry, row in zip(models, rows):
-        mark = "* " if entry is default else "  "
+        mark = "* " if default is not None and entry.path == default.path else "  "
         print(mark + "  ".join(row[column].ljust(widths[column]) for column in columns).rstrip())
-    print("* the default (the newest); choose another with --model NAME")
+    if default is not None:
+        print(f"* the {default.why}; choose another with --model NAME")
     return 0
 
 
@@ -157,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files or folders of images")
     parser.add_argument("-o", "--output", type=Path, metavar="DIR", help="folder for the outputs (created)")
     parser.add_argument("--model", metavar="NAME|PATH", help="a model's name (see --list-models) or an exported .onnx "
-                        "with its .json beside it (default: the newest, see below)")
+                        "with its .json beside it (default: see below)")
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR,
                         help="where your exports are (default: %(default)s)")
     parser.add_argument("--list-models", action="store_true", help="list the models --model can name, and exit")

@@ -3,9 +3,10 @@
 `export/NAME.onnx` travels with `export/NAME.json`. The exporter writes the sidecar with
 `write_sidecar`; `separate` reads it with `read_sidecar` and checks the ONNX file against
 its sha256 with `verify` before handing the file to onnxruntime. The keys `separate`
-relies on are `REQUIRED_KEYS`, and `exported_at` picks the default model (the newest); the
-rest (family, dataset, metrics, cost, latency_ms, experiment, trial, opset, precision) are
-there for people and `separate --list-models`. Standard library only: `separate` imports this.
+relies on are `REQUIRED_KEYS`; `dataset`, `image_size`, `channels` and `metrics.val_pit_psnr`
+decide whether an export may become the default (`catalog.offer_default`); the rest (family,
+cost, latency_ms, experiment, trial, opset, precision, exported_at) are there for people and
+`separate --list-models`. Standard library only: `separate` imports this.
 """
 
 import hashlib
