@@ -92,8 +92,9 @@ def test_built_in_spaces_by_name_from_any_directory(installed_runner, tmp_path, 
     assert not located.stdout.startswith(str(REPO))  # the wheel's copy, not the checkout
     assert where.returncode == 0 and any(line.split()[0] == "unet" for line in where.stdout.splitlines())
 
+    overrides = ["train.lr=2e-3", "train.epoch_pairs=128"]   # the second keeps the epoch short
     run = runner_cli(installed_runner, tmp_path, "tune", "--space", "unet.yaml", "--data-dir", cifar_dir, "--samples", 2,
-                     "--max-epochs", 1, "--name", "n", "--results", tmp_path / "results", "train.lr=2e-3")
+                     "--max-epochs", 1, "--name", "n", "--results", tmp_path / "results", *overrides)
 
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for path in (tmp_path / "results" / "n").glob("*/result.json")
@@ -101,7 +102,7 @@ def test_built_in_spaces_by_name_from_any_directory(installed_runner, tmp_path, 
     assert len({row["trial_id"] for row in rows}) == 2
     assert {row["config"]["trial"]["train"]["lr"] for row in rows} == {0.002}
     experiment = json.loads((tmp_path / "results" / "n" / "experiment.json").read_text())
-    assert experiment["request"]["overrides"] == ["train.lr=2e-3"]
+    assert experiment["request"]["overrides"] == overrides
     assert experiment["request"]["space_source"] == "built-in unet"
 
 

@@ -23,9 +23,9 @@ from tests.tiny_spaces import tiny_trial
 from runner.results import METRIC, STUDY_FILE
 from runner.search.searcher import RETRY_OF
 
-SAMPLES, EPOCHS = 4, 3
+SAMPLES, EPOCHS = 3, 3
 SPACE = """\
-# runner tune --space resume.yaml --samples 4 --max-epochs 3 (test-sized)
+# runner tune --space resume.yaml --samples 3 --max-epochs 3 (test-sized)
 tune:
   grace_period: 3        # no early stopping: every trial runs all its epochs
 """ + tiny_trial()
