@@ -148,6 +148,14 @@ def test_a_learning_rate_no_step_survives_is_one_line_naming_the_bound(tmp_path,
     assert not (tmp_path / "R").exists()
 
 
+def test_a_weight_decay_that_zeroes_the_weights_is_one_line(tmp_path, capsys):
+    (tmp_path / "decay.yaml").write_text(TRAIN + "  weight_decay: 500.0\n")
+
+    line = fails(capsys, "train", "--config", tmp_path / "decay.yaml", "--results", tmp_path / "R")
+
+    assert "train.lr x train.weight_decay is 1, and AdamW scales every weight by 1 minus that" in line
+
+
 # ---- a diverging run: one line, the epoch, the fix, exit 1, its good checkpoints kept --------
 
 

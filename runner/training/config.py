@@ -69,6 +69,15 @@ class TrainConfig:
             )
         return self
 
+    @model_validator(mode="after")
+    def _decay_keeps_the_weights(self) -> TrainConfig:
+        if self.lr * self.weight_decay >= 1:  # AdamW scales every weight by 1 - lr * weight_decay a step
+            raise ValueError(
+                f"train.lr x train.weight_decay is {self.lr * self.weight_decay:g}, and AdamW scales every weight by "
+                "1 minus that each step, so it must stay below 1; lower train.weight_decay (usual: 0 to 0.1)"
+            )
+        return self
+
 
 # Keys only some families read: a search space that sets one for another family is refused.
 FAMILY_ONLY = {"kl_weight": ("vae",)}
