@@ -59,12 +59,13 @@ class _Loader(yaml.SafeLoader):
                 continue  # `<<: *base` may override a merged key on purpose
             key = self.construct_object(key_node, deep=True)
             try:
-                if key in first_lines:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"'{key}' is given twice (first on line {first_lines[key] + 1}); keep one",
-                        key_node.start_mark)
+                seen = key in first_lines
             except TypeError:
                 continue  # an unhashable key: the base class says so
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice (first on line {first_lines[key] + 1}); keep one",
+                    key_node.start_mark)
             first_lines[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
@@ -180,7 +181,7 @@ def _not_a_file(path: Path) -> str | None:
             return "is a loop of symbolic links"
         if path.is_symlink():
             return f"is a symbolic link to {os.readlink(path)}, which does not exist"
-        return None
+        return None if error.errno in (errno.ENOENT, errno.ENOTDIR) else f"cannot be reached ({error.strerror})"
     return "is a directory, not a file" if path.is_dir() else "is not a regular file"
 
 
@@ -464,10 +465,11 @@ def _allows(spec: dict[str, Any], value: Any) -> bool:
     return bounds[0] <= value <= bounds[1]
 
 
-def _check_spec(spec: Any, where: str, path: str) -> None:
+def _check_spec(spec: Any, where: str, origin: str) -> None:
+    """`origin`: the file or the override the spec came from, for the message."""
     if isinstance(spec, dict) and not _is_distribution(spec):
         raise RunnerError(
-            f"{where} in {path} is not a value or a distribution; write one of "
+            f"{where} in {origin} is not a value or a distribution; write one of "
             f"{', '.join(f'{{{d}: [...]}}' for d in DISTRIBUTIONS)}"
         )
     if not _is_distribution(spec):
@@ -475,18 +477,18 @@ def _check_spec(spec: Any, where: str, path: str) -> None:
     kind, bounds = next(iter(spec.items()))
     if kind == "choice":
         if not isinstance(bounds, list) or not bounds:
-            raise RunnerError(f"{where} in {path}: choice needs a non-empty list of values")
+            raise RunnerError(f"{where} in {origin}: choice needs a non-empty list of values")
         if any(isinstance(value, (list, dict)) for value in bounds):
             raise RunnerError(
-                f"{where} in {path}: choices must be scalars; for widths search model.base_width and model.depth"
+                f"{where} in {origin}: choices must be scalars; for widths search model.base_width and model.depth"
             )
         return
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
-        raise RunnerError(f"{where} in {path}: {kind} needs [low, high] numbers, got {bounds!r}")
+        raise RunnerError(f"{where} in {origin}: {kind} needs [low, high] numbers, got {bounds!r}")
     low, high = bounds
     if not low < high:
-        raise RunnerError(f"{where} in {path}: empty range [{low}, {high}]; low must be below high")
+        raise RunnerError(f"{where} in {origin}: empty range [{low}, {high}]; low must be below high")
     if kind in ("loguniform", "logint") and low <= 0:
-        raise RunnerError(f"{where} in {path}: {kind} needs a positive low bound, got {low}")
+        raise RunnerError(f"{where} in {origin}: {kind} needs a positive low bound, got {low}")
     if kind in ("int", "logint") and not all(isinstance(b, int) for b in bounds):
-        raise RunnerError(f"{where} in {path}: {kind} needs integer bounds, got {bounds!r}")
+        raise RunnerError(f"{where} in {origin}: {kind} needs integer bounds, got {bounds!r}")
