@@ -280,7 +280,7 @@ def _train(args) -> int:
 def _train_resume(args) -> int:
     from runner.config import TrialConfig
     from runner.reports.report import print_summary
-    from runner.results import experiment_dir, read_experiment
+    from runner.results import continue_hint, experiment_dir, read_experiment
     from runner.space import apply_overrides
     from runner.training.device import resolve
     from runner.training.standalone import resume_one
