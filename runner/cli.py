@@ -234,6 +234,7 @@ def _tune_summary(directory: Path, request) -> int:
         DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, is_finished, print_outcomes, trial_outcomes,
     )
     from runner.reports.report import print_summary, table_console
+    from runner.results import continue_hint
 
     outcomes = trial_outcomes(directory, request.settings.max_epochs)
     console = table_console()
@@ -241,8 +242,7 @@ def _tune_summary(directory: Path, request) -> int:
     if any(outcome.status in (FINISHED, STOPPED_EARLY) for outcome in outcomes):
         print_summary(directory, console)
     if not is_finished(outcomes, request.settings.samples):
-        print(f"runner: stopped before the search ended; continue it with: "
-              f"runner tune --resume {request.name} --results {request.results}", file=sys.stderr)
+        print(f"runner: stopped before the search ended; {continue_hint(directory)}", file=sys.stderr)
         return 130
     if all(outcome.status in (ERRORED, DIVERGED) for outcome in outcomes):
         raise RunnerError(f"every trial of {request.name} failed, the first with: {outcomes[0].reason}")
@@ -309,16 +309,14 @@ def _train_resume(args) -> int:
 def _resumable(directory: Path):
     """Ctrl-C ends a training run with the line that continues it (its checkpoints stay); a
     diverged one with the epoch, the fix and the checkpoint it keeps."""
-    from runner.results import find_checkpoints
+    from runner.results import continue_hint, find_checkpoints
 
     try:
         yield
     except KeyboardInterrupt:
         if not directory.exists():  # stopped before its first checkpoint: train_one left nothing
             raise RunnerInterrupted("interrupted before the first checkpoint; nothing was kept") from None
-        raise RunnerInterrupted(
-            f"interrupted; continue it with: runner train --resume {directory.name} --results {directory.parent}"
-        ) from None
+        raise RunnerInterrupted(f"interrupted; {continue_hint(directory)}") from None
     except TrialDiverged as diverged:
         kept = max(find_checkpoints(directory), key=lambda checkpoint: checkpoint.epoch, default=None)
         if kept is None:
