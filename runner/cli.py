@@ -1,6 +1,6 @@
 """The `runner` command. Each subcommand imports its heavy modules only when it runs.
 
-A `RunnerError` becomes one line on stderr and exit code 2; a missing training extra
+A `RunnerError` becomes one line on stderr and its exit code (2; 1 for a run that failed); a missing training extra
 prints the exact `pip install` line to run.
 """
 
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from runner.counts import positive_int
-from runner.errors import RunnerError
+from runner.errors import RunFailed, RunnerError, TrialDiverged
 
 TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib", "pydantic", "tensorboardX")
 # Flags that shape a search; a resumed search keeps the ones it was started with.
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or 0
     except RunnerError as error:
         print(f"runner: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except ModuleNotFoundError as error:
         if error.name and error.name.split(".")[0] in TRAIN_EXTRA:
             print(f"runner: error: `runner {args.command}` needs the training extra ({error.name} is missing); run: {INSTALL_LINE}", file=sys.stderr)
@@ -187,7 +187,7 @@ def _common_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def _tune(args) -> int:
     from runner.search import private_ray_on_loopback, tune
-    from runner.results import experiment_dir
+    from runner.results import continue_hint, experiment_dir
     from runner.space import check_for_tune, load_space
 
     if not args.address:
@@ -213,7 +213,7 @@ def _tune(args) -> int:
         name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         directory = experiment_dir(args.results, name)
         if directory.exists():
-            raise RunnerError(f"experiment {name} already exists in {args.results}; pick another --name or continue it with --resume {name}")
+            raise RunnerError(f"experiment {name} already exists in {args.results}; pick another --name or {continue_hint(directory)}")
         request = tune.TuneRequest(
             space_file=str(space.path.resolve()), name=name, results=str(args.results.resolve()),
             data_dir=_absolute(args.data_dir), settings=settings,
@@ -230,21 +230,19 @@ def _tune(args) -> int:
 
 def _tune_summary(directory: Path, request) -> int:
     """Print what became of every trial and the best per family; the exit code says if the search ended."""
-    from rich.console import Console
-
     from runner.search.outcomes import (
         DIVERGED, ERRORED, FINISHED, STOPPED_EARLY, is_finished, print_outcomes, trial_outcomes,
     )
-    from runner.reports.report import print_summary
+    from runner.reports.report import print_summary, table_console
+    from runner.results import continue_hint
 
     outcomes = trial_outcomes(directory, request.settings.max_epochs)
-    console = Console()
+    console = table_console()
     print_outcomes(directory, outcomes, console)
     if any(outcome.status in (FINISHED, STOPPED_EARLY) for outcome in outcomes):
         print_summary(directory, console)
     if not is_finished(outcomes, request.settings.samples):
-        print(f"runner: stopped before the search ended; continue it with: "
-              f"runner tune --resume {request.name} --results {request.results}", file=sys.stderr)
+        print(f"runner: stopped before the search ended; {continue_hint(directory)}", file=sys.stderr)
         return 130
     if all(outcome.status in (ERRORED, DIVERGED) for outcome in outcomes):
         raise RunnerError(f"every trial of {request.name} failed, the first with: {outcomes[0].reason}")
@@ -252,7 +250,7 @@ def _tune_summary(directory: Path, request) -> int:
 
 
 def _train(args) -> int:
-    from runner.results import experiment_dir
+    from runner.results import continue_hint, experiment_dir
     from runner.training.device import resolve
     from runner.training.standalone import train_one
     from runner.reports.report import print_summary
@@ -272,7 +270,7 @@ def _train(args) -> int:
     name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     directory = experiment_dir(args.results, name)
     if directory.exists():
-        raise RunnerError(f"experiment {name} already exists in {args.results}; pick another --name")
+        raise RunnerError(f"experiment {name} already exists in {args.results}; pick another --name or {continue_hint(directory)}")
     with _resumable(directory):
         train_one(config, directory, data_dir=_absolute(args.data_dir), space=space)
     print_summary(directory)
@@ -282,7 +280,7 @@ def _train(args) -> int:
 def _train_resume(args) -> int:
     from runner.config import TrialConfig
     from runner.reports.report import print_summary
-    from runner.results import experiment_dir, read_experiment
+    from runner.results import continue_hint, experiment_dir, read_experiment
     from runner.space import apply_overrides
     from runner.training.device import resolve
     from runner.training.standalone import resume_one
@@ -297,7 +295,7 @@ def _train_resume(args) -> int:
     directory = experiment_dir(args.results, args.resume)
     stored = read_experiment(directory)
     if stored.get("kind") != "train":
-        raise RunnerError(f"{args.resume} was not made by `runner train`; resume a search with `runner tune --resume`")
+        raise RunnerError(f"{args.resume} was not made by `runner train`; {continue_hint(directory)}")
     config = TrialConfig.from_dict(apply_overrides(stored["config"], args.overrides))
     config.train.device = args.device or config.train.device
     resolve(config.train, gpu_ids=None)
@@ -309,12 +307,23 @@ def _train_resume(args) -> int:
 
 @contextmanager
 def _resumable(directory: Path):
-    """Ctrl-C ends a training run with the line that continues it (its checkpoints stay)."""
+    """Ctrl-C ends a training run with the line that continues it (its checkpoints stay); a
+    diverged one with the epoch, the fix and the checkpoint it keeps."""
+    from runner.results import continue_hint, find_checkpoints
+
     try:
         yield
     except KeyboardInterrupt:
-        raise RunnerInterrupted(
-            f"interrupted; continue it with: runner train --resume {directory.name} --results {directory.parent}"
+        if not directory.exists():  # stopped before its first checkpoint: train_one left nothing
+            raise RunnerInterrupted("interrupted before the first checkpoint; nothing was kept") from None
+        raise RunnerInterrupted(f"interrupted; {continue_hint(directory)}") from None
+    except TrialDiverged as diverged:
+        kept = max(find_checkpoints(directory), key=lambda checkpoint: checkpoint.epoch, default=None)
+        if kept is None:
+            raise RunFailed(f"training diverged: {diverged} and start a new run; nothing was kept") from None
+        raise RunFailed(
+            f"training diverged: {diverged} and start a new run; its checkpoints up to epoch {kept.epoch} are kept, "
+            f"export the best with: runner export --best --experiment {directory.name} --results {directory.parent}"
         ) from None
 
 
@@ -385,15 +394,14 @@ def _score(args) -> int:
 
 
 def _report(args) -> int:
-    from rich.console import Console
-
-    from runner.reports.report import pareto_table, print_summary, write_report
+    from runner.reports.report import pareto_table, print_summary, table_console, write_report
     from runner.results import find_experiment
 
     directory = find_experiment(args.results, args.experiment)
     report = write_report(directory, data_dir=args.data_dir)
-    print_summary(directory)
-    Console().print(pareto_table(directory, report.pareto))
+    console = table_console()
+    print_summary(directory, console)
+    console.print(pareto_table(directory, report.pareto))
     for note in report.notes:
         print(f"left out: {note}")
     print(f"wrote {report.markdown} and {len(report.figures)} figures: {', '.join(p.name for p in report.figures)}")

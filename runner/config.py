@@ -55,13 +55,23 @@ def field_names(section_class: type) -> list[str]:
     return [f.name for f in dataclasses.fields(section_class)]
 
 
+class ConfigError(RunnerError):
+    """A section's complaint, with the key it is about (`train.lr`; None for a check across keys),
+    so a caller can say where that key's value came from (a file, or an override)."""
+
+    def __init__(self, message: str, key: str | None):
+        super().__init__(message)
+        self.key = key
+
+
 def build_section(name: str, values: dict[str, Any]):
-    """SECTIONS[name] built from `values`, or a RunnerError of one line."""
+    """SECTIONS[name] built from `values`, or a ConfigError of one line."""
     _reject_unknown(values, SECTIONS[name], name)
     try:
         return SECTIONS[name](**values)
     except ValidationError as error:
-        raise RunnerError(one_line(error, name)) from None
+        loc = error.errors()[0]["loc"]
+        raise ConfigError(one_line(error, name), f"{name}.{loc[0]}" if loc else None) from None
 
 
 def refuse_other_families(values: dict[str, dict[str, Any]], families: list[str]) -> None:
@@ -102,4 +112,4 @@ def _reject_unknown(values: Any, section_class: type, where: str) -> None:
     known = field_names(section_class)
     for key in values:
         if key not in known:
-            raise RunnerError(f"unknown key '{key}' in {where}; valid keys: {', '.join(known)}")
+            raise ConfigError(f"unknown key '{key}' in {where}; valid keys: {', '.join(known)}", f"{where}.{key}")

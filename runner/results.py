@@ -105,11 +105,19 @@ def find_checkpoints(directory: Path) -> list[CheckpointInfo]:
 def best_checkpoint(directory: Path) -> CheckpointInfo:
     checkpoints = find_checkpoints(directory)
     if not checkpoints:
-        raise RunnerError(
-            f"experiment {directory.name} has no finished trial with a checkpoint; "
-            f"let `runner tune` finish or resume it with `runner tune --resume {directory.name}`"
-        )
+        raise RunnerError(f"experiment {directory.name} has no checkpoint yet: let it run, or if it stopped, "
+                          f"{continue_hint(directory)}")
     return max(checkpoints, key=lambda c: c.score)
+
+
+def continue_hint(directory: Path) -> str:
+    """How to go on with an experiment that stopped, as a command that works for its kind."""
+    kind = read_experiment(directory).get("kind") if (directory / EXPERIMENT_FILE).is_file() else None
+    if kind == "tune":
+        return f"continue it with: runner tune --resume {directory.name} --results {directory.parent}"
+    if kind == "train" and find_checkpoints(directory):
+        return f"continue it with: runner train --resume {directory.name} --results {directory.parent}"
+    return f"remove {directory} and start again"
 
 
 def best_per_trial(directory: Path) -> list[CheckpointInfo]:

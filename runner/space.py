@@ -20,6 +20,8 @@ the YAML before it is checked, so they are checked exactly like it.
 from __future__ import annotations
 
 import copy
+import errno
+import os
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,7 +46,28 @@ SET_BY_TUNE = {"train.epochs": "every trial runs up to tune.max_epochs (ASHA's m
 
 class _Loader(yaml.SafeLoader):
     """PyYAML follows YAML 1.1, which reads `1e-3` (no dot) and `1.0e3` (no sign) as text;
-    this adds YAML 1.2's rule so they are the numbers a user means."""
+    this adds YAML 1.2's rule so they are the numbers a user means.
+
+    It also refuses a key given twice in one mapping, at any depth. YAML requires keys to be
+    unique, but PyYAML keeps the last one without a word: a second `train:` section would
+    silently drop the whole first one (and with it, say, `epoch_pairs`)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may override a merged key on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_lines
+            except TypeError:
+                continue  # an unhashable key: the base class says so
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice (first on line {first_lines[key] + 1}); keep one",
+                    key_node.start_mark)
+            first_lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -142,10 +165,24 @@ def locate_space(name: str | Path) -> tuple[Path, str]:
     path = Path(name).expanduser()
     if path.is_file():
         return path, str(path.resolve())
-    if path.parent != Path("."):
-        raise RunnerError(f"{name} does not exist; pass a YAML file or a built-in space's name (`runner spaces`)")
+    problem = _not_a_file(path)
+    if problem or path.parent != Path("."):
+        raise RunnerError(f"{name} {problem or 'does not exist'}; pass a YAML file or a built-in space's name (`runner spaces`)")
     builtin = builtin_space(str(name))
     return builtin, f"built-in {builtin.stem}"
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What `path` is instead of a file, or None when nothing is there."""
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a loop of symbolic links"
+        if path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        return None if error.errno in (errno.ENOENT, errno.ENOTDIR) else f"cannot be reached ({error.strerror})"
+    return "is a directory, not a file" if path.is_dir() else "is not a regular file"
 
 
 def builtin_space(name: str) -> Path:
@@ -256,8 +293,13 @@ def _candidates(spec: Any) -> list[Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow (NUL, other control codes)
+        line = text.count("\n", 0, error.position) + 1
+        raise RunnerError(f"{path} line {line} holds the character U+{error.character:04X}, which YAML does not "
+                          "allow; is it a binary file? Save it as plain UTF-8 text") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -273,6 +315,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise RunnerError(f"{path} must map sections to their keys (model:, train:, ...), got a {type(raw).__name__}")
     return raw
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise RunnerError(f"cannot read {path} ({error.strerror}); pass a YAML file you can read") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise RunnerError(f"{path} line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); "
+                          "save it as UTF-8, the encoding YAML files use") from None
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -333,7 +388,7 @@ def searched_parameters(space: SearchSpace) -> dict[str, Any]:
 
 def _validate(space: SearchSpace) -> None:
     for where, spec in _all_specs(space):
-        _check_spec(spec, where, space.path)
+        _check_spec(spec, where, _origin(space, where))
     _check_points(space)
     for family, sections in space.families.items():
         if family not in MODELS:
@@ -346,7 +401,16 @@ def _validate(space: SearchSpace) -> None:
     try:
         _check_configs(space)
     except RunnerError as error:
-        raise RunnerError(f"{space.path}: {error}") from None
+        raise RunnerError(f"{_origin(space, getattr(error, 'key', None))}: {error}") from None
+
+
+def _origin(space: SearchSpace, key: str | None) -> str:
+    """Where the value of `key` (`train.lr`) came from: the last override that set it, else the file."""
+    for override in reversed(space.overrides):
+        name = override.partition("=")[0]
+        if key and (name == key or name.endswith(f".{key}")):  # families.vae.train.kl_weight sets train.kl_weight
+            return f"override {override}"
+    return str(space.path)
 
 
 def _check_configs(space: SearchSpace) -> None:
@@ -401,10 +465,11 @@ def _allows(spec: dict[str, Any], value: Any) -> bool:
     return bounds[0] <= value <= bounds[1]
 
 
-def _check_spec(spec: Any, where: str, path: Path) -> None:
+def _check_spec(spec: Any, where: str, origin: str) -> None:
+    """`origin`: the file or the override the spec came from, for the message."""
     if isinstance(spec, dict) and not _is_distribution(spec):
         raise RunnerError(
-            f"{where} in {path} is not a value or a distribution; write one of "
+            f"{where} in {origin} is not a value or a distribution; write one of "
             f"{', '.join(f'{{{d}: [...]}}' for d in DISTRIBUTIONS)}"
         )
     if not _is_distribution(spec):
@@ -412,18 +477,18 @@ def _check_spec(spec: Any, where: str, path: Path) -> None:
     kind, bounds = next(iter(spec.items()))
     if kind == "choice":
         if not isinstance(bounds, list) or not bounds:
-            raise RunnerError(f"{where} in {path}: choice needs a non-empty list of values")
+            raise RunnerError(f"{where} in {origin}: choice needs a non-empty list of values")
         if any(isinstance(value, (list, dict)) for value in bounds):
             raise RunnerError(
-                f"{where} in {path}: choices must be scalars; for widths search model.base_width and model.depth"
+                f"{where} in {origin}: choices must be scalars; for widths search model.base_width and model.depth"
             )
         return
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)):
-        raise RunnerError(f"{where} in {path}: {kind} needs [low, high] numbers, got {bounds!r}")
+        raise RunnerError(f"{where} in {origin}: {kind} needs [low, high] numbers, got {bounds!r}")
     low, high = bounds
     if not low < high:
-        raise RunnerError(f"{where} in {path}: empty range [{low}, {high}]; low must be below high")
+        raise RunnerError(f"{where} in {origin}: empty range [{low}, {high}]; low must be below high")
     if kind in ("loguniform", "logint") and low <= 0:
-        raise RunnerError(f"{where} in {path}: {kind} needs a positive low bound, got {low}")
+        raise RunnerError(f"{where} in {origin}: {kind} needs a positive low bound, got {low}")
     if kind in ("int", "logint") and not all(isinstance(b, int) for b in bounds):
-        raise RunnerError(f"{where} in {path}: {kind} needs integer bounds, got {bounds!r}")
+        raise RunnerError(f"{where} in {origin}: {kind} needs integer bounds, got {bounds!r}")

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-        || echo "setup: could not install dataset-fashion-mnist; the demo will need --data-dir" >&2
+        || echo "setup: could not install dataset-fashion-mnist; the demo downloads Fashion-MNIST when online," \
+                "else give it the folder of its four .gz files: bash scripts/demo.sh --data-dir DIR" \
+                "(or RUNNER_DATA_DIR=DIR bash scripts/demo.sh)" >&2
 fi
 
 # An install of this very pyproject.toml is already there: nothing to do, so the test

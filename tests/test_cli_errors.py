@@ -179,7 +179,7 @@ def test_export_without_a_finished_trial_is_one_line(tmp_path, exported, process
 
     run = run_runner(processes, "export", "--experiment", "unfinished", "--results", tmp_path / "results", "-o", tmp_path / "E")
 
-    only_error_line(run, "unfinished has no finished trial with a checkpoint")
+    only_error_line(run, "unfinished has no checkpoint yet")
     assert not (tmp_path / "E").exists()
 
 

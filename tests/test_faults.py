@@ -1,4 +1,4 @@
-"""Faults inside trials, caused for real: a learning rate that makes the loss NaN, a config
+"""Faults inside trials, caused for real: a loss weight that makes the loss NaN, a config
 value that fails inside the trial, a trial process killed mid-run. Each faulty trial is
 reported with its reason and the search goes on; `--max-failures` retries a killed trial
 from its last checkpoint; a search whose every trial failed ends in one error line.
@@ -20,7 +20,9 @@ from tests.ray_processes import (
 from tests.tiny_spaces import tiny_trial
 
 TOO_MANY_VAL_IMAGES = 100_000   # more than CIFAR-10's 50,000 training images: fails when the trial loads its data
-NAN_LR = "1.0e+20"              # Adam steps of 1e20 overflow the activations: the loss becomes NaN in epoch 1
+# A KL term weighted 1e38 overflows float32: the VAE's loss becomes NaN in epoch 1 (learning
+# rates that would, such as 1e20, are refused before a search starts: train.lr is at most 1).
+NAN_KL_WEIGHT = "1.0e+38"
 
 FAULTY = """\
 # runner tune --space faulty.yaml: one trial trains, one diverges, one fails on its data
@@ -29,12 +31,15 @@ tune:
   max_epochs: 2
   grace_period: 2
   points_to_evaluate:
-    - {{data.val_images: 100, train.lr: 1.0e-3}}
-    - {{data.val_images: 100, train.lr: {nan_lr}}}
-    - {{data.val_images: {too_many}, train.lr: 1.0e-3}}
-""".format(nan_lr=NAN_LR, too_many=TOO_MANY_VAL_IMAGES) + tiny_trial(
-    val_images=f"{{choice: [100, {TOO_MANY_VAL_IMAGES}]}}", lr=f"{{choice: [1.0e-3, {NAN_LR}]}}"
-)
+    - {{data.val_images: 100, model.family: unet}}
+    - {{data.val_images: 100, model.family: vae}}
+    - {{data.val_images: {too_many}, model.family: unet}}
+families:
+  vae:
+    train: {{kl_weight: {nan_kl}}}
+""".format(nan_kl=NAN_KL_WEIGHT, too_many=TOO_MANY_VAL_IMAGES) + tiny_trial(
+    val_images=f"{{choice: [100, {TOO_MANY_VAL_IMAGES}]}}", lr="1.0e-3"
+).replace("  family: unet\n", "  family: {choice: [unet, vae]}\n")
 
 
 def write_space(tmp_path, text: str):
@@ -52,7 +57,7 @@ def test_diverged_and_errored_trials_are_reported_and_the_search_goes_on(tmp_pat
 
     assert run.code == 0, run.err
     assert "faulty: 3 trials: 1 finished, 1 diverged, 1 errored" in run.out
-    assert "diverged: loss became nan in epoch 1; lower train.lr" in run.out
+    assert "diverged: loss became nan in epoch 1; lower train.lr or train.kl_weight" in run.out
     assert f"errored: cifar10 has {training_images(cifar_dir)} training images, too few to hold out {TOO_MANY_VAL_IMAGES}" in run.out
     assert "Traceback" not in run.out + run.err
     study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{tmp_path / 'R' / 'faulty' / STUDY_FILE}")
@@ -68,7 +73,7 @@ def test_every_trial_failing_is_one_error_line_and_there_is_nothing_to_export(tm
 
     assert_one_error_line(run, "every trial of doomed failed", f"too few to hold out {TOO_MANY_VAL_IMAGES}")
     export = run_runner(processes, "export", "--experiment", "doomed", "--results", tmp_path / "R", "-o", tmp_path / "E")
-    assert_one_error_line(export, "doomed has no finished trial with a checkpoint", "--resume doomed")
+    assert_one_error_line(export, "doomed has no checkpoint yet", "runner tune --resume doomed")
     assert not (tmp_path / "E").exists()
 
 

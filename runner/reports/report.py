@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +33,9 @@ COLUMNS = ("family", "trial", "hyper-parameters", "PIT-PSNR", "PIT-SSIM", "Avera
 NUMERIC = {"PIT-PSNR", "PIT-SSIM", "Average", "gain"}
 PARETO_COLUMNS = ("trial", "family", "params", "MACs", "est. ONNX size", "PIT-PSNR", "gain")
 PARETO_NUMERIC = {"params", "MACs", "est. ONNX size", "PIT-PSNR", "gain"}
+# The most columns the tables take when stdout is a file or a pipe, where rich would take 80
+# and cut the hyper-parameter column; a table takes only the width its rows need.
+FILE_WIDTH = 200
 
 
 @dataclass
@@ -141,8 +145,14 @@ def describe(config: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def table_console() -> Console:
+    """Where the tables go: stdout at a terminal's width (or $COLUMNS), else at up to FILE_WIDTH columns."""
+    console = Console()
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=FILE_WIDTH)
+
+
 def print_summary(directory: Path, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or table_console()
     console.print(summary_table(directory))
     for family, best in best_per_family(directory).items():
         console.print(f"best {family} checkpoint: {best.path}", soft_wrap=True)

@@ -42,6 +42,8 @@ class LiveView(Callback):
         if self.live is not None:
             self.live.update(self._table())
             self.live.stop()
+            if not self.live.console.is_terminal:
+                self.live.console.line()  # rich ends the view's last line on a terminal only; the summary follows
 
     def get_state(self) -> dict[str, Any]:
         """Saved with Ray Tune's experiment state, so a resumed search shows its earlier trials too."""

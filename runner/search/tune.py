@@ -21,7 +21,8 @@ from typing import Any
 
 from runner.config import TrialConfig
 from runner.errors import RunnerError
-from runner.results import METRIC, OBJECTIVES, SPACE_COPY, STUDY_FILE, experiment_dir, read_experiment, write_experiment
+from runner.results import (METRIC, OBJECTIVES, SPACE_COPY, STUDY_FILE, continue_hint, experiment_dir, read_experiment,
+                            write_experiment)
 from runner.search import private_ray_on_loopback
 from runner.space import SearchSpace, TuneSettings, load_space
 
@@ -329,7 +330,7 @@ def load_request(directory: Path) -> TuneRequest:
     """The request an experiment was started with, so a resume runs the same search."""
     stored = read_experiment(directory)
     if stored.get("kind") != "tune":
-        raise RunnerError(f"{directory.name} was not made by `runner tune`; only searches can be resumed")
+        raise RunnerError(f"{directory.name} was not made by `runner tune`; {continue_hint(directory)}")
     request = dict(stored["request"])
     request["settings"] = TuneSettings(**request["settings"])
     if (directory / SPACE_COPY).is_file():  # the original may have moved since; the copy has the overrides in

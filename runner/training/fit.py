@@ -179,7 +179,8 @@ def train_epoch(run: Run, epoch: int) -> tuple[float, int, float]:
     train_loss = loss_sum.item() / max(steps, 1)  # waits for the device, so the time below is complete
     seconds = time.perf_counter() - start
     if not math.isfinite(train_loss):
-        raise TrialDiverged(f"loss became {train_loss} in epoch {epoch + 1}; lower train.lr")
+        fix = "lower train.lr" + (" or train.kl_weight" if run.config.model.family == "vae" else "")
+        raise TrialDiverged(f"loss became {train_loss} in epoch {epoch + 1}; {fix}")
     return train_loss, steps, seconds
 
 

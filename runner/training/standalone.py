@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from runner.data.sampler import PairData, load_pair_data
 from runner.errors import RunnerError
 from runner.files import write_text_atomic
 from runner.results import METRIC, SPACE_COPY, CheckpointInfo, find_checkpoints, write_experiment
@@ -87,11 +88,22 @@ def log_scalars(writer, metrics: dict[str, Any]) -> None:
 
 
 def train_one(config: TrialConfig, directory: Path, *, data_dir: str | None, space: SearchSpace) -> dict[str, Any]:
-    """Train `config` (the constants of `space`, flags applied) into the experiment `directory`."""
+    """Train `config` (the constants of `space`, flags applied) into the experiment `directory`.
+
+    The data is loaded before the experiment exists, and a run that fails (or is stopped)
+    before its first checkpoint is removed: nothing is left to resume or export, and a left
+    folder would be the latest experiment, in the way of `runner export --best`.
+    """
+    data = load_pair_data(config.data, data_dir)
     write_experiment(directory, {"kind": "train", "started": time.time(), "config_file": space.source,
                                  "overrides": list(space.overrides), "data_dir": data_dir, "config": config.to_dict()})
-    (directory / SPACE_COPY).write_text(space.yaml_text())
-    return _train(config, TrialRecorder(directory / TRIAL), data_dir=data_dir)
+    try:
+        (directory / SPACE_COPY).write_text(space.yaml_text())
+        return _train(config, TrialRecorder(directory / TRIAL), data_dir=data_dir, data=data)
+    except BaseException:
+        if not find_checkpoints(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def resume_one(config: TrialConfig, directory: Path, *, data_dir: str | None) -> dict[str, Any]:
@@ -119,7 +131,7 @@ def _result_line(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train(config: TrialConfig, recorder: TrialRecorder, *, data_dir: str | None,
-           resume: TrainingState | None = None) -> dict[str, Any]:
+           resume: TrainingState | None = None, data: PairData | None = None) -> dict[str, Any]:
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -139,7 +151,7 @@ def _train(config: TrialConfig, recorder: TrialRecorder, *, data_dir: str | None
         if resume is not None:
             show(resume.metrics, resume.elapsed_s)  # the bar starts where the run stopped
         try:
-            return fit(config, report, data_dir=data_dir, resume=resume)
+            return fit(config, report, data_dir=data_dir, resume=resume, data=data)
         finally:
             recorder.events.close()
 
