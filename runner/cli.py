@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial: 1, or 1/k (0.5, 0.25, ...) for k trials "
                       "sharing a GPU, or 0 for CPUs only (default: share the GPUs if any)")
     tune.add_argument("--address", help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default: a private local Ray)")
-    tune.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last checkpoint")
+    tune.add_argument("--max-failures", type=int, default=0,
+                      help="retries of a failed trial from its last checkpoint (a killed worker, a lost node); "
+                           "a trial that diverged or met a runner error is not retried: it would fail again")
     tune.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
     _common_run_flags(tune)
     tune.set_defaults(handler=_tune)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import optuna
 import pytest
@@ -126,4 +127,4 @@ def training_images(data_dir) -> int:
 def retries(experiment) -> dict[str, int]:
     from ray.tune import ExperimentAnalysis
 
-    return {t.storage.trial_dir_name: t.num_failures for t in ExperimentAnalysis(str(experiment)).trials}
+    return {Path(t.path).name: t.num_failures for t in ExperimentAnalysis(str(experiment)).trials}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ray.exceptions import RayTaskError
 from ray.tune import ExperimentAnalysis, ResultGrid
@@ -108,7 +108,7 @@ def _outcome(trial: Trial, error: Exception | None, max_epochs: int) -> TrialOut
     epochs = last.get("epoch", 0)
     failed = trial.status == Trial.ERROR
     return TrialOutcome(
-        trial=trial.storage.trial_dir_name,
+        trial=PurePath(trial.path).name,  # the trial directory (Trial.path: its storage path)
         family=family_of(trial.config.get("trial", {})),
         status=last.get(FAILED) or _status(trial.status, error, epochs, max_epochs),
         epochs=epochs,
