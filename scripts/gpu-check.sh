@@ -3,7 +3,7 @@
 # defaults. Run it in an environment that already holds a CUDA build of torch and this
 # project (`pip install -e ".[train,dev]"` after torch).
 #
-#   bash scripts/gpu-check.sh [--data-dir DIR] [--minutes N] [--with-suite]
+#   bash scripts/gpu-check.sh [--data-dir DIR] [--minutes N] [--budget-s S] [--with-suite]
 #
 # Steps, in order; each one's output goes to OUT/<step>.log (OUT: results/gpu-check-<time>/):
 #   suite       the CPU test suite (about 20 minutes): only with --with-suite
@@ -15,6 +15,8 @@
 #               channels-last, torch.compile against eager)
 #   best        `runner train --config best-gpu --minutes N` (default 3), exported, and scored on
 #               500 test mixtures through `separate`
+# The GPU steps share a budget of S seconds (default 480): each has its own time limit as
+# well, no step runs past what is left, and a step that finds too little left is skipped.
 # OUT/summary.json says of every step whether it ran, failed or was skipped, why, and its
 # seconds; OUT/summary.md is the same as a table. Without a GPU the GPU-only steps are
 # skipped (and say so), while `share` runs its 4 trials on CPUs at a smaller size and
@@ -26,11 +28,13 @@ cd "$(dirname "$0")/.."
 
 data_dir="${RUNNER_DATA_DIR:-../shared/datasets/cifar-10-batches-py}"
 minutes=3
+budget=480
 with_suite=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --data-dir) data_dir="$2"; shift 2 ;;
         --minutes) minutes="$2"; shift 2 ;;
+        --budget-s) budget="$2"; shift 2 ;;
         --with-suite) with_suite=1; shift ;;
         *) echo "gpu-check: unknown argument $1; see the top of $0" >&2; exit 2 ;;
     esac
@@ -49,9 +53,15 @@ record() {
 }
 skip() { record "$1" skipped "$2" 0; log "$1 skipped: $2"; }
 # step NAME LIMIT_S COMMAND...: runs the command (or a function of this script, exported) with its
-# output in OUT/NAME.log, for at most LIMIT_S seconds
+# output in OUT/NAME.log, for at most LIMIT_S seconds and never past the budget (from budget_start)
+budget_start=$SECONDS
 step() {
-    local name="$1" limit="$2" start=$SECONDS status=0; shift 2
+    local name="$1" limit="$2" start=$SECONDS status=0 left; shift 2
+    left=$((budget - (SECONDS - budget_start)))
+    if [ "$name" != suite ] && [ "$left" -lt 30 ]; then
+        skip "$name" "the ${budget} s budget was spent (${left} s left)"; return 1
+    fi
+    [ "$name" != suite ] && [ "$left" -lt "$limit" ] && limit=$left
     log "$name: $*"
     if declare -F "$1" > /dev/null; then
         timeout "$limit" bash -c "$1" > "$out/$name.log" 2>&1 || status=$?
@@ -82,12 +92,13 @@ no_gpu="torch here sees no CUDA device"
 
 if [ "$with_suite" = 1 ]; then
     step suite 3600 "$python" -m pytest -q -p no:cacheprovider --junitxml="$out/tests.xml"
+    budget_start=$SECONDS  # the budget is the GPU steps'
 else
     skip suite "the CPU suite takes about 20 minutes; pass --with-suite to run it"
 fi
 
 if [ "$gpus" -gt 0 ]; then
-    step gpu-tier 240 "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+    step gpu-tier 150 "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
 else
     skip gpu-tier "$no_gpu (tests/test_gpu.py skips itself there too)"
 fi
@@ -105,7 +116,7 @@ data: {dataset: cifar10, val_images: 200, val_pairs: 200}
 model: {family: unet, base_width: {choice: [16, 32]}, depth: 3, output: consistent}
 train: {lr: {loguniform: [1.0e-3, 3.0e-3]}, batch_size: 64, epoch_pairs: $pairs}
 EOF
-if step share 240 runner tune --space "$out/share.yaml" --data-dir "$data_dir" --results "$out/results" \
+if step share 120 runner tune --space "$out/share.yaml" --data-dir "$data_dir" --results "$out/results" \
         --name share "${share_flags[@]}"; then
     "$python" - "$out/results/share" "$out/share.json" <<'EOF'
 import json, sys
@@ -130,13 +141,13 @@ EOF
         runner score --pairs "$out/pairs" --outputs "$out/separated-share" --json "$out/separate.json"
     }
     export -f separate_steps
-    step separate 150 separate_steps
+    step separate 60 separate_steps
 else
-    skip separate "the share step failed, so there is no search to export"
+    skip separate "the share step did not finish, so there is no search to export"
 fi
 
 if [ "$gpus" -gt 0 ]; then
-    step throughput 180 "$python" benchmarks/train_throughput.py --devices cuda --compile --epochs 4 \
+    step throughput 90 "$python" benchmarks/train_throughput.py --devices cuda --compile --epochs 4 \
         --data-dir "$data_dir" --json "$out/throughput.json"
 else
     skip throughput "$no_gpu (the CPU rows are in the README's Performance section)"
@@ -156,7 +167,12 @@ if [ "$gpus" -gt 0 ]; then
     }
     export config
     export -f best_steps
-    step best $((minutes * 60 + 150)) best_steps
+    left=$((budget - (SECONDS - budget_start)))
+    if [ "$left" -lt $((minutes * 60 + 60)) ]; then
+        skip best "only ${left} s of the ${budget} s budget left for --minutes ${minutes} and its scoring; give fewer --minutes or more --budget-s"
+    else
+        step best $((minutes * 60 + 90)) best_steps
+    fi
 else
     skip best "$no_gpu (10 CPU minutes of best-cpu.yaml are measured in the README's Quality section)"
 fi
