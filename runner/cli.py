@@ -7,10 +7,12 @@ prints the exact `pip install` line to run.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from runner.counts import positive_int
 from runner.errors import RunFailed, RunnerError, TrialDiverged
@@ -70,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--gpus-per-trial", type=float, help="GPUs per trial: 1, or 1/k (0.5, 0.25, ...) for k trials "
                       "sharing a GPU, or 0 for CPUs only (default: share the GPUs if any)")
     tune.add_argument("--address", help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default: a private local Ray)")
-    tune.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last checkpoint")
+    tune.add_argument("--max-failures", type=int, default=0,
+                      help="retries of a failed trial from its last checkpoint (a killed worker, a lost node); "
+                           "a trial that diverged or met a runner error is not retried: it would fail again")
     tune.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
     _common_run_flags(tune)
     tune.set_defaults(handler=_tune)
@@ -186,7 +190,8 @@ def _common_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _tune(args) -> int:
-    from runner.search import private_ray_on_loopback, tune
+    from runner.search import private_ray_on_loopback
+    from runner.search.tune import TuneRequest, load_request, run_search
     from runner.results import continue_hint, experiment_dir
     from runner.space import check_for_tune, load_space
 
@@ -200,31 +205,29 @@ def _tune(args) -> int:
         if args.overrides:
             raise RunnerError(f"--resume continues a search as it was started; drop {' '.join(args.overrides)}")
         directory = experiment_dir(args.results, args.resume)
-        request = tune.load_request(directory)
+        request = load_request(directory)
         if _search_finished(directory, request):
             print(f"experiment {args.resume} has already finished; nothing to resume")
             return _tune_summary(directory, request)
     else:
-        space = load_space(args.space, args.overrides)
+        flags = {"tune.samples": args.samples, "tune.max_epochs": args.max_epochs}
+        space = load_space(args.space, [*args.overrides, *as_overrides(flags)])
         check_for_tune(space)
-        settings = space.tune
-        settings.samples = args.samples or settings.samples
-        settings.max_epochs = args.max_epochs or settings.max_epochs
         name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         directory = experiment_dir(args.results, name)
         if directory.exists():
             raise RunnerError(f"experiment {name} already exists in {args.results}; pick another --name or {continue_hint(directory)}")
-        request = tune.TuneRequest(
+        request = TuneRequest(
             space_file=str(space.path.resolve()), name=name, results=str(args.results.resolve()),
-            data_dir=_absolute(args.data_dir), settings=settings,
+            data_dir=_absolute(args.data_dir), settings=space.tune,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-            max_failures=args.max_failures, seed=args.seed, overrides=args.overrides, space_source=space.source,
+            max_failures=args.max_failures, seed=args.seed, overrides=list(space.overrides), space_source=space.source,
         )
         _check_data(space, request.data_dir)
     if request.settings.multi_objective:
         print(f"objectives {', '.join(request.settings.objectives)}: every trial runs its {request.settings.max_epochs} "
               "epochs (ASHA stops trials on one metric, so it is off)")
-    tune.run(request, address=args.address, resume=bool(args.resume))
+    run_search(request, address=args.address, resume=bool(args.resume))
     return _tune_summary(directory, request)
 
 
@@ -258,14 +261,11 @@ def _train(args) -> int:
 
     if args.resume:
         return _train_resume(args)
-    space = load_space(args.config, args.overrides)
+    flags = as_overrides({"train.minutes": args.minutes, "train.epochs": args.max_epochs, "train.device": args.device})
+    if args.minutes and not args.max_epochs:
+        flags.append("train.epochs=null")  # the clock alone ends the run
+    space = load_space(args.config, [*args.overrides, *flags])
     config = resolve_constants(space)
-    config.train.minutes = args.minutes or config.train.minutes
-    if args.max_epochs:
-        config.train.epochs = args.max_epochs
-    elif args.minutes:
-        config.train.epochs = None  # the clock alone ends the run
-    config.train.device = args.device or config.train.device
     resolve(config.train, gpu_ids=None)  # a device this machine lacks fails now, before the experiment exists
     name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     directory = experiment_dir(args.results, name)
@@ -296,8 +296,8 @@ def _train_resume(args) -> int:
     stored = read_experiment(directory)
     if stored.get("kind") != "train":
         raise RunnerError(f"{args.resume} was not made by `runner train`; {continue_hint(directory)}")
-    config = TrialConfig.from_dict(apply_overrides(stored["config"], args.overrides))
-    config.train.device = args.device or config.train.device
+    flags = as_overrides({"train.device": args.device})
+    config = TrialConfig.from_dict(apply_overrides(stored["config"], [*args.overrides, *flags]))
     resolve(config.train, gpu_ids=None)
     with _resumable(directory):
         resume_one(config, directory, data_dir=_absolute(args.data_dir) or stored.get("data_dir"))
@@ -432,6 +432,12 @@ def _check_data(space, data_dir: str | None) -> None:
     dataset = data.get("dataset", "cifar10")
     for name in (dataset["choice"] if isinstance(dataset, dict) else [dataset]):
         load_images(name, "train", data_dir)
+
+
+def as_overrides(flags: dict[str, Any]) -> list[str]:
+    """The flags that were given as `key=value` overrides (the value in JSON, which YAML reads), so a
+    flag's value is checked on the one path the YAML takes: a bad one is one line, never a traceback."""
+    return [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
 
 
 def _absolute(path: str | None) -> str | None:

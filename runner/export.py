@@ -232,7 +232,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> No
         torch.onnx.export(
             model, (example,), str(path),
             input_names=["mixture"], output_names=["source_1", "source_2"],
-            dynamic_shapes={"mixture": axes}, opset_version=OPSET, external_data=False,
+            dynamic_shapes={"mixture": axes}, opset_version=OPSET, external_data=False, dynamo=True,
         )
     # The exporter annotates every node with the exporting machine's source paths and stack
     # traces: no use to onnxruntime, most of a small model's file, and local paths in a file

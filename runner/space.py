@@ -27,14 +27,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import yaml
+from pydantic import AfterValidator, PositiveInt, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from runner.config import SECTIONS, TrialConfig, field_names, refuse_other_families
+from runner.config import SECTIONS, TrialConfig, refuse_other_families
 from runner.errors import RunnerError
 from runner.models import MODELS
 from runner.results import OBJECTIVES
+from runner.sections import SECTION_CONFIG, build
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "logint")
 WIDTH_KEYS = ("base_width", "depth")
@@ -75,19 +78,27 @@ _Loader.add_implicit_resolver(
 )
 
 
-@dataclass
+def _objectives(objectives: list[str]) -> list[str]:
+    if "psnr" not in objectives or len(set(objectives)) != len(objectives) or not set(objectives) <= set(OBJECTIVES):
+        raise ValueError(f"must list psnr, alone or with costs, once each, from {', '.join(OBJECTIVES)}; e.g. [psnr, macs]")
+    return objectives
+
+
+@pydantic_dataclass(config=SECTION_CONFIG)
 class TuneSettings:
-    samples: int = 8                 # trials
-    max_epochs: int = 10             # epochs of the longest trial (ASHA's max_t)
+    """The `tune:` section: the search's own settings, checked like data:, model: and train:."""
+
+    samples: PositiveInt = 8         # trials
+    max_epochs: PositiveInt = 10     # epochs of the longest trial (ASHA's max_t)
     # Epochs every trial gets before ASHA may stop it; unset: half of max_epochs. Scores of the
     # first epochs, at a schedule's high learning rate, rank trials poorly (benchmarks/NOTES-search.md).
-    grace_period: int | None = None
-    reduction_factor: int = 2        # ASHA keeps the best 1/reduction_factor at each rung
-    scheduler: str = "asha"          # asha (stops the worst trials early) | fifo (every trial to max_epochs)
-    sampler: str = "tpe"             # tpe (Optuna's TPESampler) | random (Optuna's RandomSampler)
+    grace_period: PositiveInt | None = None
+    reduction_factor: PositiveInt = 2  # ASHA keeps the best 1/reduction_factor at each rung
+    scheduler: Literal["asha", "fifo"] = "asha"  # asha (stops the worst trials early) | fifo (every trial to max_epochs)
+    sampler: Literal["tpe", "random"] = "tpe"    # tpe (Optuna's TPESampler) | random (Optuna's RandomSampler)
     # Trials TPE draws at random before it models the results (Optuna's n_startup_trials, whose
     # own default of 10 leaves a search of a dozen trials random: benchmarks/NOTES-search.md).
-    startup_trials: int = 4
+    startup_trials: PositiveInt = 4
     # The first trials, fixed by hand: each point maps Optuna's parameter names ("train.loss",
     # "vae.train.kl_weight") to values, and the sampler fills in what a point leaves out. This
     # is how a small search is sure to try given values (TPE may draw one value twice).
@@ -95,7 +106,16 @@ class TuneSettings:
     # What the search optimises: [psnr], or psnr with a cost ([psnr, macs]) for Optuna's
     # multi-objective TPE. Several objectives run every trial to max_epochs: ASHA stops
     # trials on one metric, so it is off for them.
-    objectives: list[str] = field(default_factory=lambda: ["psnr"])
+    objectives: Annotated[list[str], AfterValidator(_objectives)] = field(default_factory=lambda: ["psnr"])
+
+    @model_validator(mode="after")
+    def _grace_within_max_epochs(self) -> TuneSettings:
+        if self.grace_period is not None and self.grace_period > self.max_epochs:
+            raise ValueError(
+                f"tune.grace_period {self.grace_period} is more than tune.max_epochs {self.max_epochs}: ASHA would "
+                "stop no trial early; lower tune.grace_period or raise tune.max_epochs (--max-epochs)"
+            )
+        return self
 
     @property
     def multi_objective(self) -> bool:
@@ -341,41 +361,17 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 def _tune_settings(raw: Any, path: Path) -> TuneSettings:
     raw = _mapping(raw, f"{path}: tune")
-    known = field_names(TuneSettings)
-    for key, value in raw.items():
-        if key not in known:
-            raise RunnerError(f"unknown key '{key}' in {path}: tune; valid keys: {', '.join(known)}")
-        if key == "points_to_evaluate":
-            if not isinstance(value, list) or not all(isinstance(point, dict) for point in value):
-                raise RunnerError(
-                    f"tune.points_to_evaluate in {path} must be a list of mappings, e.g. [{{train.loss: fixed}}]"
-                )
-        elif key == "objectives":
-            _check_objectives(value, raw, path)
-        elif key in CHOICES:
-            if value not in CHOICES[key]:
-                raise RunnerError(f"tune.{key} in {path} must be one of {', '.join(CHOICES[key])}, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RunnerError(f"tune.{key} in {path} must be a positive integer, got {value!r}")
-    return TuneSettings(**raw)
-
-
-CHOICES = {"scheduler": ("asha", "fifo"), "sampler": ("tpe", "random")}  # the tune: keys that take a name
-
-
-def _check_objectives(objectives: Any, raw: dict[str, Any], path: Path) -> None:
-    if (not isinstance(objectives, list) or "psnr" not in objectives or len(set(objectives)) != len(objectives)
-            or not set(objectives) <= set(OBJECTIVES)):
-        raise RunnerError(
-            f"tune.objectives in {path} must list psnr, alone or with costs, once each, from {', '.join(OBJECTIVES)}; "
-            f"e.g. [psnr, macs], got {objectives!r}"
-        )
+    try:
+        settings = build(TuneSettings, raw, "tune")
+    except RunnerError as error:
+        raise RunnerError(f"{path}: {error}") from None
     asha = [key for key in ("grace_period", "reduction_factor", "scheduler") if key in raw]
-    if len(objectives) > 1 and asha:
+    if settings.multi_objective and asha:
         raise RunnerError(
-            f"{path}: tune.objectives {', '.join(objectives)} runs every trial to the end, without ASHA, which stops "
-            f"trials on one metric; drop tune.{' and tune.'.join(asha)} or keep the one objective psnr"
+            f"{path}: tune.objectives {', '.join(settings.objectives)} runs every trial to the end, without ASHA, "
+            f"which stops trials on one metric; drop tune.{' and tune.'.join(asha)} or keep the one objective psnr"
         )
+    return settings
 
 
 def searched_parameters(space: SearchSpace) -> dict[str, Any]:

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "runner"
 # The stages in data-flow order. A module may import its own stage and earlier ones, never
 # a later one. The foundation holds what every stage shares and imports no stage.
 STAGES = (
-    ("runner.errors", "runner.files", "runner.scoring", "runner.results", "runner.counts"),
+    ("runner.errors", "runner.files", "runner.scoring", "runner.results", "runner.counts", "runner.sections"),
     ("runner.data",),
     ("runner.models",),
     ("runner.training",),

@@ -91,12 +91,12 @@ def trial_yaml(section: str = "", key: str = "", value=None) -> dict:
     return trial
 
 
-def run(capsys, tmp_path, command: str, trial: dict) -> str:
+def run(capsys, tmp_path, command: str, trial: dict, *flags: str) -> str:
     """`runner <command>` on `trial` in this process; returns its one error line (exit 2 asserted)."""
     path = tmp_path / "trial.yaml"
     path.write_text(yaml.safe_dump(trial))
     flag = "--config" if command == "train" else "--space"
-    code = main([command, flag, str(path), "--results", str(tmp_path / "R"), "--data-dir", str(tmp_path / "none")])
+    code = main([command, flag, str(path), *flags, "--results", str(tmp_path / "R"), "--data-dir", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("runner: error: "), err
@@ -119,6 +119,23 @@ def test_a_wrong_value_is_one_line_naming_key_rule_and_value(capsys, tmp_path, c
     assert f"{section}.{key}" in line
     assert repr(value[-1] if isinstance(value, list) else value) in line
     assert "must" in line or "valid values" in line
+
+
+@pytest.mark.parametrize("command, tune, flags, rule", [
+    ("tune", {"grace_period": 2}, ["--max-epochs", "1"],
+     "tune.grace_period 2 is more than tune.max_epochs 1: ASHA would stop no trial early; lower tune.grace_period "
+     "or raise tune.max_epochs (--max-epochs)"),
+    ("tune", {}, ["--samples", "2", "--max-epochs", "3"], None),   # valid: they reach the data check
+    ("train", None, ["--device", "cuda:x"], "train.device must be cpu, cuda or cuda:N (N a GPU index), got 'cuda:x'"),
+    ("train", None, ["--minutes", "1", "--device", "gpu"], "train.device must be cpu, cuda or cuda:N (N a GPU index), got 'gpu'"),
+])
+def test_a_flag_is_checked_with_the_yaml_in_one_pass(capsys, tmp_path, command, tune, flags, rule):
+    trial = trial_yaml() if tune is None else {**trial_yaml(), "tune": tune}
+    line = run(capsys, tmp_path, command, trial, *flags)
+    if rule is None:  # no complaint about the flags: the first is the missing data
+        assert "tune." not in line and "none" in line
+    else:
+        assert line.startswith("runner: error: ") and line.rstrip().endswith(rule)
 
 
 @pytest.mark.parametrize("section, key, value, rule", [

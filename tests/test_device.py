@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from runner.cli import main
 from runner.errors import RunnerError
@@ -83,9 +84,20 @@ def test_a_gpu_index_past_the_visible_ones_is_one_line():
 
 
 @pytest.mark.parametrize("requested", ["gpu", "cuda:x", "CPU", "cuda:"])
-def test_an_unknown_device_name_is_one_line(requested):
-    with pytest.raises(RunnerError, match=f"train.device is '{requested}'; valid values: cpu, cuda, cuda:N"):
-        plan(ONE_GPU, requested=requested)
+def test_an_unknown_device_name_from_the_flag_is_one_line(requested, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("# runner train --config tiny.yaml\nmodel:\n  family: unet\n")
+    assert main(["train", "--config", str(config), "--device", requested, "--results", str(tmp_path / "results")]) == 2
+    error = capsys.readouterr().err
+    assert f"train.device must be cpu, cuda or cuda:N (N a GPU index), got '{requested}'" in error
+    assert error.startswith("runner: error: ") and error.count("\n") == 1 and "Traceback" not in error
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_device_name_assigned_after_the_config_is_built_is_checked_too():
+    train = TrainConfig()
+    with pytest.raises(ValidationError, match="must be cpu, cuda or cuda:N"):
+        train.device = "gpu"
 
 
 # --- precision, memory format, threads -------------------------------------------------

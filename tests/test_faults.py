@@ -1,13 +1,16 @@
 """Faults inside trials, caused for real: a loss weight that makes the loss NaN, a config
 value that fails inside the trial, a trial process killed mid-run. Each faulty trial is
-reported with its reason and the search goes on; `--max-failures` retries a killed trial
-from its last checkpoint; a search whose every trial failed ends in one error line.
+reported with its reason and the search goes on; a trial's own failure (diverged, a bad
+config) ends it at once, since a retry would fail the same way, while `--max-failures`
+retries a killed trial from its last checkpoint; a search whose every trial failed ends in
+one error line.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import optuna
 import pytest
@@ -49,11 +52,11 @@ def write_space(tmp_path, text: str):
 
 
 @pytest.mark.timeout(900)
-def test_diverged_and_errored_trials_are_reported_and_the_search_goes_on(tmp_path, cifar_dir, processes):
+def test_diverged_and_errored_trials_are_reported_not_retried_and_the_search_goes_on(tmp_path, cifar_dir, processes):
     space = write_space(tmp_path, FAULTY)
 
     run = run_runner(processes, "tune", "--space", space, "--name", "faulty", "--results", tmp_path / "R",
-                     "--data-dir", cifar_dir)
+                     "--data-dir", cifar_dir, "--max-failures", 2)
 
     assert run.code == 0, run.err
     assert "faulty: 3 trials: 1 finished, 1 diverged, 1 errored" in run.out
@@ -62,6 +65,28 @@ def test_diverged_and_errored_trials_are_reported_and_the_search_goes_on(tmp_pat
     assert "Traceback" not in run.out + run.err
     study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{tmp_path / 'R' / 'faulty' / STUDY_FILE}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert set(retries(tmp_path / "R" / "faulty").values()) == {0}
+
+
+@pytest.mark.timeout(600)
+def test_with_max_failures_2_a_diverging_trial_runs_once_and_is_reported_as_diverged(tmp_path, cifar_dir, processes):
+    vae = tiny_trial(lr="1.0e-3").replace("  family: unet\n", "  family: vae\n") + f"  kl_weight: {NAN_KL_WEIGHT}\n"
+    space = write_space(tmp_path, "tune:\n  grace_period: 1\n" + vae)
+    experiment = tmp_path / "R" / "nan"
+
+    run = run_runner(processes, "tune", "--space", space, "--samples", 1, "--max-epochs", 2, "--max-failures", 2,
+                     "--name", "nan", "--results", tmp_path / "R", "--data-dir", cifar_dir)
+
+    assert "nan: 1 trial: 1 diverged" in run.out
+    assert_one_error_line(run, "every trial of nan failed, the first with: loss became nan in epoch 1; lower train.lr")
+    assert "Traceback" not in run.out + run.err
+    assert list(retries(experiment).values()) == [0]            # Ray Tune never retried it
+    (trial,) = experiment.glob("trial_*/result.json")
+    rows = [json.loads(line) for line in trial.open()]
+    assert [(row["epoch"], row["failed"], row["training_iteration"]) for row in rows] == [(0, "diverged", 1)]  # one run, ended in its first epoch
+    assert not (trial.parent / "error.txt").exists()
+    study = optuna.load_study(study_name="nan", storage=f"sqlite:///{experiment / STUDY_FILE}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
 
 
 @pytest.mark.timeout(600)
@@ -108,4 +133,4 @@ def training_images(data_dir) -> int:
 def retries(experiment) -> dict[str, int]:
     from ray.tune import ExperimentAnalysis
 
-    return {t.storage.trial_dir_name: t.num_failures for t in ExperimentAnalysis(str(experiment)).trials}
+    return {Path(t.path).name: t.num_failures for t in ExperimentAnalysis(str(experiment)).trials}

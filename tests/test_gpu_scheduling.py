@@ -41,7 +41,7 @@ def test_gpus_per_trial_is_one_gpu_or_a_1_over_k_share():
     from runner.errors import RunnerError
     from runner.search.tune import gpu_share
 
-    assert [gpu_share(v) for v in (None, 0, 1, 0.5, 0.25, 0.333)] == [None, 0, 1.0, 0.5, 0.25, 1 / 3]
+    assert [gpu_share(v) for v in (None, 0, 1, 0.5, 0.25, 0.333)] == [None, 0, 1.0, 0.5, 0.25, 0.3333]  # on Ray's grid
     for unusable in (1.5, 2, 0.4, 0.7, -1, float("nan"), float("inf"), 1e-9):
         with pytest.raises(RunnerError, match="a trial trains on one device"):
             gpu_share(unusable)

@@ -39,3 +39,26 @@ def test_each_failed_trial_gets_one_line_with_its_reason(tmp_path):
     lines = stream.getvalue().splitlines()
     assert "exp: 2 trials: 1 finished, 1 diverged" in lines[0]
     assert "trial_2 diverged: loss became nan in epoch 1; lower train.lr" in lines
+
+
+def test_a_trial_that_fails_by_itself_says_how_and_why_in_its_last_result():
+    from runner.errors import RunnerError, TrialDiverged
+    from runner.search.outcomes import FAILED, REASON, failure_result
+
+    diverged = failure_result(TrialDiverged("loss became nan in epoch 3; lower train.lr"), epoch=2)
+    errored = failure_result(RunnerError("cifar10 has 100 training images, too few\nto hold out 500"), epoch=0)
+
+    assert diverged == {"epoch": 2, FAILED: DIVERGED, REASON: "loss became nan in epoch 3; lower train.lr"}
+    assert errored == {"epoch": 0, FAILED: ERRORED, REASON: "cifar10 has 100 training images, too few"}  # one line
+
+
+def test_the_traceback_hint_only_where_ray_kept_a_traceback(tmp_path):
+    stream = io.StringIO()
+    (tmp_path / "exp" / "trial_2").mkdir(parents=True)
+    outcomes = [outcome("trial_1", DIVERGED, "loss became nan"), outcome("trial_2", ERRORED, "KeyError: 'x'")]
+
+    print_outcomes(tmp_path / "exp", outcomes[:1], Console(file=stream, width=200))
+    assert "error.txt" not in stream.getvalue()          # a trial that ended itself left no traceback
+    (tmp_path / "exp" / "trial_2" / "error.txt").write_text("Traceback ...")
+    print_outcomes(tmp_path / "exp", outcomes, Console(file=stream, width=200))
+    assert "error.txt" in stream.getvalue()

@@ -50,5 +50,5 @@ def test_a_point_outside_the_space_is_refused(tmp_path, point, message):
 def test_points_must_be_a_list_of_mappings(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("tune:\n  points_to_evaluate: train.loss\nmodel:\n  family: unet\n")
-    with pytest.raises(RunnerError, match="must be a list of mappings"):
+    with pytest.raises(RunnerError, match="tune.points_to_evaluate must be a list, got 'train.loss'"):
         load_space(path)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from runner.config import TrialConfig
 from runner.data.sampler import AUGMENTS, PairSampler, load_pair_data, translate
@@ -22,10 +23,7 @@ TINY = {
 
 
 def tiny_config(**train) -> TrialConfig:
-    config = TrialConfig.from_dict(TINY)
-    for key, value in train.items():
-        setattr(config.train, key, value)
-    return config
+    return TrialConfig.from_dict({**TINY, "train": {**TINY.get("train", {}), **train}})
 
 
 def test_fit_reports_every_epoch_with_a_rebuildable_checkpoint(cifar_dir, tmp_path):
@@ -76,9 +74,12 @@ def test_a_time_budget_ends_with_a_final_evaluation_and_checkpoint(cifar_dir, ep
     assert reports[0][1].elapsed_s >= 0.06
 
 
-def test_no_epochs_and_no_clock_is_one_line(cifar_dir):
-    with pytest.raises(RunnerError, match="train.epochs is null but train.minutes is not set"):
-        fit(tiny_config(epochs=None), data_dir=cifar_dir)
+def test_no_epochs_and_no_clock_is_one_line():
+    with pytest.raises(RunnerError, match=r"train.epochs is null \(train until the time budget ends\) but train.minutes is not set"):
+        tiny_config(epochs=None)
+    config = tiny_config(epochs=None, minutes=1.0)
+    with pytest.raises(ValidationError, match=r"train.epochs is null \(train until the time budget ends\) but train.minutes is not set"):
+        config.train.minutes = None   # an assignment after the config was built is checked too
 
 
 def test_ema_checkpoint_holds_the_averaged_weights(cifar_dir):

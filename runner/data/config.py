@@ -1,18 +1,20 @@
 """The `data:` section of a trial: which images, how many, and how they are augmented.
 
-A pydantic dataclass: types and ranges are checked when the section is built (strict: no
-bool for an int, no text for a number), and the choices are the registries that use them.
+A pydantic dataclass (runner/sections.py): types and ranges are checked when the section is
+built and on every assignment (strict: no bool for an int, no text for a number), and the
+choices are the registries that use them.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, NonNegativeInt, PositiveInt
+from pydantic import AfterValidator, NonNegativeInt, PositiveInt
 from pydantic.dataclasses import dataclass
 
 from runner.data.sampler import AUGMENTS
 from runner.data.sources import DATASETS
+from runner.sections import SECTION_CONFIG
 
 Dataset = Literal[DATASETS]
 Augment = Literal[AUGMENTS]
@@ -25,7 +27,7 @@ def _grey_or_rgb(channels: int) -> int:
     return channels
 
 
-@dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
+@dataclass(config=SECTION_CONFIG)
 class DataConfig:
     dataset: Dataset = "cifar10"      # cifar10 | fashion-mnist | mnist | folder
     channels: Annotated[int, AfterValidator(_grey_or_rgb)] | None = None  # None keeps the dataset's own (3 for cifar10, 1 for mnist)

@@ -1,6 +1,7 @@
 """The `model:` section of a trial: the family and its shape.
 
-A pydantic dataclass: types and ranges are checked when the section is built, and each
+A pydantic dataclass (runner/sections.py): types and ranges are checked when the section is
+built and on every assignment, and each
 name is one of the registry that builds it (a new family, norm or block is accepted here
 as soon as it is registered).
 """
@@ -10,11 +11,12 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, PositiveInt
+from pydantic import Field, PositiveInt
 from pydantic.dataclasses import dataclass
 
 from runner.models import MODELS
 from runner.models.blocks import BLOCKS, NORMS, OUTPUTS
+from runner.sections import SECTION_CONFIG
 
 Family = Literal[tuple(MODELS)]
 Block = Literal[tuple(BLOCKS)]
@@ -23,7 +25,7 @@ Output = Literal[OUTPUTS]
 Widths = Annotated[list[PositiveInt], Field(min_length=1)]
 
 
-@dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
+@dataclass(config=SECTION_CONFIG)
 class ModelConfig:
     family: Family = "unet"           # ae | vae | unet (see runner.models.MODELS)
     widths: Widths = field(default_factory=lambda: [32, 64, 128, 256])  # channels per level

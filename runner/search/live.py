@@ -10,6 +10,9 @@ from rich.live import Live
 from rich.table import Table
 
 from runner.results import METRIC, family_of
+from runner.search.outcomes import DIVERGED, ERRORED, FAILED
+
+DONE = "done"
 
 
 class LiveView(Callback):
@@ -33,7 +36,7 @@ class LiveView(Callback):
         self._update(trial, state="running", epoch=result.get("epoch"), score=result.get(METRIC))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._update(trial, state="done")
+        self._update(trial, state=trial.last_result.get(FAILED, DONE))  # diverged or errored: it ended itself
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._update(trial, state="error")
@@ -61,7 +64,7 @@ class LiveView(Callback):
             self.live.update(self._table())
 
     def _table(self) -> Table:
-        done = sum(row.get("state") == "done" for row in self.rows.values())
+        done = sum(row.get("state") in (DONE, DIVERGED, ERRORED) for row in self.rows.values())
         baseline = f", Average baseline {self.baseline:.2f} dB" if self.baseline is not None else ""
         table = Table(title=f"trials {done}/{self.samples} done{baseline}")
         for column in ("trial", "family", "state", "epoch", "val PIT-PSNR", "best"):

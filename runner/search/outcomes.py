@@ -5,13 +5,19 @@ fewer (stopped early), its loss became NaN or infinite (diverged), anything else
 wrong inside it (errored), or the driver stopped before it ended (unfinished, for
 `runner tune --resume`). Errored and diverged trials carry their reason as one line.
 `trial_outcomes` reads these from Ray Tune's saved experiment state.
+
+A trial's own failure (`TrialDiverged`, or a `RunnerError` such as a config its data cannot
+meet) would happen again on a retry: each epoch's randomness is derived from the seed. So
+the trial ends itself with `failure_result` as its last result, which Ray Tune records as
+a trial that ended, not one to retry (`--max-failures` is for a killed worker or a lost
+node). Any other exception is Ray's errored trial, retried up to `--max-failures`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ray.exceptions import RayTaskError
 from ray.tune import ExperimentAnalysis, ResultGrid
@@ -26,6 +32,7 @@ FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, UNFINISHED = "finished", "stopped ea
 STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, UNFINISHED)
 ENDED = frozenset(STATUSES) - {UNFINISHED}
 REASON_LENGTH = 200
+FAILED, REASON = "failed", "reason"   # the keys of a trial's last result when it failed by itself
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,13 @@ def print_outcomes(directory: Path, outcomes: list[TrialOutcome], console: Conso
     failed = [outcome for outcome in outcomes if outcome.reason]
     for outcome in failed:
         console.print(f"{outcome.trial} {outcome.status}: {outcome.reason}", soft_wrap=True, highlight=False)
-    if failed:
+    if any((directory / outcome.trial / "error.txt").is_file() for outcome in failed):
         console.print(f"(the tracebacks are in {directory}/<trial>/error.txt)", soft_wrap=True, highlight=False)
+
+
+def failure_result(error: Exception, epoch: int) -> dict[str, object]:
+    """The last result of a trial that failed by itself after `epoch` epochs: how, and why in one line."""
+    return {"epoch": epoch, FAILED: DIVERGED if isinstance(error, TrialDiverged) else ERRORED, REASON: _reason(error)}
 
 
 # ---- what Ray Tune saved -------------------------------------------------------------
@@ -92,16 +104,17 @@ def trial_outcomes(directory: Path, max_epochs: int) -> list[TrialOutcome]:
 
 
 def _outcome(trial: Trial, error: Exception | None, max_epochs: int) -> TrialOutcome:
-    epochs = trial.last_result.get("epoch", 0)
+    last = trial.last_result
+    epochs = last.get("epoch", 0)
     failed = trial.status == Trial.ERROR
     return TrialOutcome(
-        trial=trial.storage.trial_dir_name,
+        trial=PurePath(trial.path).name,  # the trial directory (Trial.path: its storage path)
         family=family_of(trial.config.get("trial", {})),
-        status=_status(trial.status, error, epochs, max_epochs),
+        status=last.get(FAILED) or _status(trial.status, error, epochs, max_epochs),
         epochs=epochs,
         best_score=trial.metric_analysis.get(METRIC, {}).get("max"),
         retries=trial.num_failures - failed,
-        reason=_reason(error) if failed else "",
+        reason=_reason(error) if failed else last.get(REASON, ""),
     )
 
 

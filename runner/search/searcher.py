@@ -12,6 +12,8 @@ from __future__ import annotations
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from runner.search.outcomes import FAILED
+
 # Set by ResumableOptunaSearch on a trial it asks Optuna to run again: the number of the
 # attempt the killed driver had asked for but never recorded.
 RETRY_OF = "retry_of"
@@ -38,11 +40,15 @@ class ResumableOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if not self._already_told(trial_id):
+        if FAILED not in result and not self._already_told(trial_id):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if not self._already_told(trial_id):
+        if self._already_told(trial_id):
+            return
+        if result and FAILED in result:  # it diverged or errored by itself: Optuna's FAIL, as for Ray's errors
+            super().on_trial_complete(trial_id, result=None, error=True)
+        else:
             super().on_trial_complete(trial_id, result=result, error=error)
 
     def _retry_unrecorded(self) -> None:

@@ -24,9 +24,11 @@ from runner.errors import RunnerError
 from runner.results import (METRIC, OBJECTIVES, SPACE_COPY, STUDY_FILE, continue_hint, experiment_dir, read_experiment,
                             write_experiment)
 from runner.search import private_ray_on_loopback
+from runner.sections import build
 from runner.space import SearchSpace, TuneSettings, load_space
 
-MAX_TRIALS_PER_GPU = 100     # --gpus-per-trial 1/k up to k = 100 (Ray counts a GPU in 1/10000ths)
+MAX_TRIALS_PER_GPU = 100     # --gpus-per-trial 1/k up to k = 100
+RAY_RESOURCE_STEPS = 10_000  # Ray keeps resource amounts on a grid of 1/10000
 PREFLIGHT_TIMEOUT_S = 60     # for the device check to get a trial's CPUs and GPUs somewhere
 CONNECT_TIMEOUT_S = 10
 
@@ -50,10 +52,12 @@ class TuneRequest:
 
 
 def gpu_share(gpus_per_trial: float | None) -> float | None:
-    """--gpus-per-trial as Ray gets it: 1, or exactly 1/k for k trials sharing a GPU; 0 trains on CPUs.
+    """--gpus-per-trial as Ray gets it: 1, or 1/k for k trials sharing a GPU; 0 trains on CPUs.
 
     A trial trains on one device, so more than one GPU would sit idle, and a share that is
-    not 1/k (1.5, 0.4) leaves a GPU's rest to no trial.
+    not 1/k (1.5, 0.4) leaves a GPU's rest to no trial. 1/k is rounded down to Ray's grid
+    of 1/10000 (1/7 -> 0.1428), so k shares never add up to more than the one GPU
+    whatever way Ray rounds them (tests/test_ray_shares.py runs k = 2, 3, 6, 7 at once).
     """
     if not gpus_per_trial:
         return gpus_per_trial
@@ -63,14 +67,20 @@ def gpu_share(gpus_per_trial: float | None) -> float | None:
             f"--gpus-per-trial {gpus_per_trial:g}: a trial trains on one device; give 1 for a GPU each, "
             f"or 1/k (0.5, 0.25, ...) for k trials sharing one GPU, or 0 to train on CPUs"
         )
-    return 1 / trials_per_gpu
+    return math.floor(RAY_RESOURCE_STEPS / trials_per_gpu) / RAY_RESOURCE_STEPS
 
 
 def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -> None:
-    """The Ray Tune trainable: one trial = `train.fit` with Ray's report and checkpoint."""
+    """The Ray Tune trainable: one trial = `train.fit` with Ray's report and checkpoint.
+
+    A trial that diverges or meets a RunnerError ends with `failure_result` as its last
+    result instead of raising: a retry would fail the same way (runner/search/outcomes.py).
+    """
     import ray
     from ray import tune
 
+    from runner.errors import TrialDiverged
+    from runner.search.outcomes import failure_result
     from runner.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
     from runner.training.fit import fit
 
@@ -84,17 +94,24 @@ def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -
         with checkpoint.as_directory() as directory:
             resume = load_checkpoint(directory)
 
+    epochs_done = resume.epoch if resume else 0
+
     def report(metrics: dict[str, Any], state: TrainingState) -> None:
+        nonlocal epochs_done
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, state)
             # The GPUs Ray gave the trial go in every result, so a search shows where each trial ran.
             tune.report({**metrics, "gpu_ids": gpu_ids}, checkpoint=tune.Checkpoint.from_directory(directory))
+        epochs_done = metrics["epoch"]
 
-    # Ray's GPUs and CPU share decide the device and the torch threads (runner.training.device).
-    fit(trial, report, data_dir=data_dir, resume=resume, gpu_ids=gpu_ids, cpus=_assigned_cpus())
+    try:
+        # Ray's GPUs and CPU share decide the device and the torch threads (runner.training.device).
+        fit(trial, report, data_dir=data_dir, resume=resume, gpu_ids=gpu_ids, cpus=_assigned_cpus())
+    except (TrialDiverged, RunnerError) as error:
+        tune.report({**failure_result(error, epochs_done), "gpu_ids": gpu_ids})
 
 
-def run(request: TuneRequest, address: str | None = None, resume: bool = False):
+def run_search(request: TuneRequest, address: str | None = None, resume: bool = False):
     """Run a search, or continue a stopped one (`resume`); returns Ray Tune's ResultGrid.
 
     A resumed search keeps its finished and errored trials as they are (an errored trial
@@ -217,7 +234,7 @@ def trial_resources(cluster: dict[str, float], cpus_per_trial: float | None, gpu
         raise RunnerError(f"--cpus-per-trial {cpus_per_trial:g} is more than the cluster's {cpus:g} CPUs; lower it")
     if gpus_per_trial is None:
         # Share the GPUs: as many trials per GPU as CPUs allow, at most four.
-        gpus_per_trial = 1.0 / min(4, max(1, math.floor(cpus / cpus_per_trial / gpus))) if gpus else 0.0
+        gpus_per_trial = gpu_share(1.0 / min(4, max(1, math.floor(cpus / cpus_per_trial / gpus)))) if gpus else 0.0
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
 
 
@@ -316,8 +333,8 @@ def _scheduler(settings: TuneSettings):
 
 
 def grace_period(settings: TuneSettings) -> int:
-    """ASHA's grace period: the space's, else half of max_epochs; never more than max_epochs."""
-    return min(settings.grace_period or max(1, settings.max_epochs // 2), settings.max_epochs)
+    """ASHA's grace period: the space's (TuneSettings keeps it within max_epochs), else half of max_epochs."""
+    return settings.grace_period or max(1, settings.max_epochs // 2)
 
 
 def _assigned_cpus() -> float:
@@ -332,7 +349,7 @@ def load_request(directory: Path) -> TuneRequest:
     if stored.get("kind") != "tune":
         raise RunnerError(f"{directory.name} was not made by `runner tune`; {continue_hint(directory)}")
     request = dict(stored["request"])
-    request["settings"] = TuneSettings(**request["settings"])
+    request["settings"] = build(TuneSettings, request["settings"], "tune")
     if (directory / SPACE_COPY).is_file():  # the original may have moved since; the copy has the overrides in
         request["space_file"], request["overrides"] = str(directory / SPACE_COPY), []
     return TuneRequest(**request)

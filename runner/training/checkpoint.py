@@ -24,6 +24,7 @@ from runner.data.config import DataConfig
 from runner.errors import RunnerError
 from runner.files import write_atomic, write_json_atomic
 from runner.models.config import ModelConfig
+from runner.sections import build
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
@@ -126,8 +127,9 @@ def to_cpu(value: Any) -> Any:
 
 
 def _section(section: type, values: dict[str, Any], name: str):
-    unknown = set(values) - {f.name for f in dataclasses.fields(section)}
-    if unknown:
-        raise RunnerError(f"the checkpoint's {name} section has unknown key(s) {', '.join(sorted(unknown))}; "
-                          "it was written by another version of the runner")
-    return section(**values)
+    """A section of the stored config, checked by the same rules as a YAML's (runner/sections.py)."""
+    try:
+        return build(section, values, name)
+    except RunnerError as error:
+        raise RunnerError(f"the checkpoint's config does not fit this runner ({error}); "
+                          "it was written by another version of the runner") from None

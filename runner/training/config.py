@@ -1,8 +1,8 @@
 """The `train:` section of a trial: optimiser, loss, schedule, budget and precision.
 
-A pydantic dataclass: types and ranges are checked when the section is built (strict: no
-bool for an int, no text for a number), and the loss and schedule names are those of the
-registries that compute them.
+A pydantic dataclass (runner/sections.py): types and ranges are checked when the section is
+built and on every assignment (strict: no bool for an int, no text for a number), and the
+loss and schedule names are those of the registries that compute them.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import (AfterValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+from pydantic import (AfterValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                       PositiveInt, model_validator)
 from pydantic.dataclasses import dataclass
 
+from runner.sections import SECTION_CONFIG
 from runner.training.losses import RECONSTRUCTION
 from runner.training.schedules import SCHEDULES
 
-DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")  # what train.device may say; runner.training.device reads it too
+DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")  # what train.device may say
 Recon = Literal[tuple(RECONSTRUCTION)]
 Schedule = Literal[tuple(SCHEDULES)]
 
@@ -40,7 +41,7 @@ def _device_name(device: str) -> str:
     return device
 
 
-@dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
+@dataclass(config=SECTION_CONFIG)
 class TrainConfig:
     lr: Annotated[PositiveFloat, AfterValidator(_sane_lr)] = 1e-3  # peak learning rate (AdamW), at most MAX_LR
     batch_size: PositiveInt = 64
@@ -54,7 +55,7 @@ class TrainConfig:
     ema: Annotated[float, Field(ge=0, lt=1)] = 0.0  # decay of an exponential moving average of the weights; 0 = off
     seed: NonNegativeInt = 0
     minutes: PositiveFloat | None = None  # wall-clock budget; ends with a final evaluation and checkpoint
-    threads: PositiveInt | None = None    # torch CPU threads; None: torch's default
+    threads: PositiveInt | None = None    # torch CPU threads; None: one per CPU of a Ray trial's share, else torch's default
     compile: bool = False             # torch.compile the model (GPU runs mostly)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 (autocast on CPU too) | fp32
     channels_last: bool | None = None  # channels-last memory format; None: on GPU only

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import torch
 
 from runner.data.sampler import PairData, PairSampler, epoch_seed, load_pair_data, make_mixtures
-from runner.errors import RunnerError, TrialDiverged
+from runner.errors import TrialDiverged
 from runner.models import build_model
 from runner.models.cost import model_cost
 from runner.training.checkpoint import TrainingState, to_cpu
@@ -130,8 +130,6 @@ class Run:
 def build(config: TrialConfig, plan: DevicePlan, data_dir, data: PairData | None) -> Run:
     """Seeded model, optimiser, moving average, sampler and evaluator, all on the plan's device."""
     train = config.train
-    if train.epochs is None and not train.minutes:
-        raise RunnerError("train.epochs is null but train.minutes is not set; give one of them (the clock needs a budget)")
     torch.manual_seed(train.seed)
     if plan.threads:
         torch.set_num_threads(plan.threads)
