@@ -86,6 +86,20 @@ def run_runner(processes: MarkedProcesses, *args, timeout: float = 600) -> Run:
     return Run(done.returncode, done.stdout, done.stderr)
 
 
+def runner_here(capsys, *args) -> Run:
+    """`runner ARGS` through the command's own main() in this process: its code, exit code and
+    output, without the second or more that a new interpreter spends importing torch. For
+    what fails before Ray starts; what starts Ray runs as a process (`run_runner`)."""
+    from runner.cli import main
+
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    out, err = capsys.readouterr()
+    return Run(code, out, err)
+
+
 def start_runner(processes: MarkedProcesses, log_dir: Path, *args) -> subprocess.Popen:
     """`runner ARGS` in its own session (as a terminal would run it), output to files in log_dir."""
     return subprocess.Popen(

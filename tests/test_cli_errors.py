@@ -1,8 +1,9 @@
-"""Bad input through the real commands (`runner` and `separate` as subprocesses): each
-ends with one clear line on stderr, a non-zero exit, no traceback, and nothing
-half-written. The export and `separate` cases use a real model trained and exported
-here at a tiny size; the checkpoint and ONNX cases include a checkpoint whose pickle
-would run code and an ONNX file tampered with after export.
+"""Bad input through the real commands: each ends with one clear line on stderr, a
+non-zero exit, no traceback, and nothing half-written. `separate` and the runs that start
+Ray are processes of their own; the rest of `runner` runs through its main() here. The
+export and `separate` cases use a real model trained and exported here at a tiny size; the
+checkpoint and ONNX cases include a checkpoint whose pickle would run code and an ONNX
+file tampered with after export.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from runner.inference.sidecar import read_sidecar, sidecar_path, write_sidecar
-from tests.ray_processes import REPO, MarkedProcesses, Run, assert_one_error_line, run_runner
+from tests.ray_processes import REPO, MarkedProcesses, Run, assert_one_error_line, run_runner, runner_here
 from tests.tiny_spaces import tiny_trial
 
 SEPARATE = Path(sys.executable).parent / "separate"
@@ -34,15 +35,15 @@ def processes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, processes, cifar_dir) -> Path:
+def exported(tmp_path_factory, cifar_dir) -> Path:
     """results/trained (one `runner train` epoch) and export/trained-unet.onnx + .json."""
+    from runner.cli import main
+
     root = tmp_path_factory.mktemp("exported")
     (root / "tiny.yaml").write_text("# runner train --config tiny.yaml (test-sized)\n" + tiny_trial(lr="2.0e-3"))
-    for command in (("train", "--config", root / "tiny.yaml", "--max-epochs", 1, "--name", "trained"),
-                    ("export", "--experiment", "trained", "-o", root / "export")):
-        done = run_runner(processes, *command, "--results", root / "results",
-                          *(("--data-dir", cifar_dir) if command[0] == "train" else ()))
-        assert done.code == 0, done.err
+    assert main(["train", "--config", str(root / "tiny.yaml"), "--max-epochs", "1", "--name", "trained",
+                 "--results", str(root / "results"), "--data-dir", str(cifar_dir)]) == 0
+    assert main(["export", "--experiment", "trained", "-o", str(root / "export"), "--results", str(root / "results")]) == 0
     return root
 
 
@@ -67,10 +68,10 @@ def only_error_line(run: Run, *fragments: str, prefix: str = "runner: error: ") 
     (SEARCH.replace("[1.0e-3, 5.0e-3]", "[5.0e-3, 1.0e-3]"), ["train.lr", "empty range [0.005, 0.001]"]),
     (SEARCH.replace("data:", "dta:"), ["unknown section 'dta'", "valid sections: data, model, train"]),
 ], ids=["malformed-yaml", "unknown-key", "unknown-family", "empty-range", "unknown-section"])
-def test_bad_search_space_is_one_line(tmp_path, processes, text, fragments):
+def test_bad_search_space_is_one_line(tmp_path, capsys, text, fragments):
     (tmp_path / "bad.yaml").write_text(text)
 
-    run = run_runner(processes, "tune", "--space", tmp_path / "bad.yaml", "--name", "x", "--results", tmp_path / "R")
+    run = runner_here(capsys, "tune", "--space", tmp_path / "bad.yaml", "--name", "x", "--results", tmp_path / "R")
 
     only_error_line(run, *fragments)
     assert not (tmp_path / "R").exists()
@@ -99,29 +100,29 @@ def garbled(folder: Path) -> Path:
     (lambda tmp, cifar: truncated(cifar_copy(tmp, cifar)), ["data_batch_3"]),
     (lambda tmp, cifar: garbled(cifar_copy(tmp, cifar)), ["data_batch_2"]),
 ], ids=["missing", "empty", "truncated-file", "corrupt-file"])
-def test_bad_data_dir_is_one_line_before_ray_starts(tmp_path, cifar_dir, processes, make_data_dir, fragments):
+def test_bad_data_dir_is_one_line_before_ray_starts(tmp_path, cifar_dir, capsys, make_data_dir, fragments):
     (tmp_path / "space.yaml").write_text(SEARCH)
     data_dir = make_data_dir(tmp_path, cifar_dir)
 
-    run = run_runner(processes, "tune", "--space", tmp_path / "space.yaml", "--data-dir", data_dir,
+    run = runner_here(capsys, "tune", "--space", tmp_path / "space.yaml", "--data-dir", data_dir,
                      "--name", "x", "--results", tmp_path / "R")
 
     only_error_line(run, *fragments)
     assert not (tmp_path / "R").exists()
 
 
-def test_results_uri_is_refused_with_what_works(tmp_path, processes):
+def test_results_uri_is_refused_with_what_works(tmp_path, capsys):
     (tmp_path / "space.yaml").write_text(SEARCH)
 
-    run = run_runner(processes, "tune", "--space", tmp_path / "space.yaml", "--results", "s3://bucket/runs")
+    run = runner_here(capsys, "tune", "--space", tmp_path / "space.yaml", "--results", "s3://bucket/runs")
 
     assert_one_error_line(run, "s3://bucket/runs is a URI", "Scaling out", prefix="runner tune: error: ")
 
 
 @pytest.mark.parametrize("value, fragment", [("0", "must be at least 1, got 0"), ("two", "'two' is not a whole number")])
-def test_a_count_flag_takes_whole_numbers_of_at_least_one(tmp_path, processes, value, fragment):
+def test_a_count_flag_takes_whole_numbers_of_at_least_one(tmp_path, capsys, value, fragment):
     """runner's and separate's count flags share one argparse type and its one-line errors."""
-    run = run_runner(processes, "tune", "--space", "unet", "--samples", value)
+    run = runner_here(capsys, "tune", "--space", "unet", "--samples", value)
     assert_one_error_line(run, "--samples", fragment, prefix="runner tune: error: ")
 
     run = separate(tmp_path / "avg.png", "-o", tmp_path / "out", "--batch-size", value)
@@ -173,51 +174,51 @@ class RunsCode:
         return os.system, (self.command,)
 
 
-def test_export_without_a_finished_trial_is_one_line(tmp_path, exported, processes):
+def test_export_without_a_finished_trial_is_one_line(tmp_path, exported, capsys):
     (tmp_path / "results" / "unfinished").mkdir(parents=True)
     shutil.copy(exported / "results" / "trained" / "experiment.json", tmp_path / "results" / "unfinished")
 
-    run = run_runner(processes, "export", "--experiment", "unfinished", "--results", tmp_path / "results", "-o", tmp_path / "E")
+    run = runner_here(capsys, "export", "--experiment", "unfinished", "--results", tmp_path / "results", "-o", tmp_path / "E")
 
     only_error_line(run, "unfinished has no checkpoint yet")
     assert not (tmp_path / "E").exists()
 
 
-def test_export_of_a_truncated_checkpoint_is_one_line(tmp_path, exported, processes):
+def test_export_of_a_truncated_checkpoint_is_one_line(tmp_path, exported, capsys):
     results = experiment_copy(exported, tmp_path)
     model = checkpoint_file(results)
     model.write_bytes(model.read_bytes()[:1000])
 
-    run = run_runner(processes, "export", "--experiment", "trained", "--results", results, "-o", tmp_path / "E")
+    run = runner_here(capsys, "export", "--experiment", "trained", "--results", results, "-o", tmp_path / "E")
 
     only_error_line(run, "corrupt or truncated", str(model))
     assert not (tmp_path / "E").exists()
 
 
-def test_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path, exported, processes):
+def test_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path, exported, capsys):
     results = experiment_copy(exported, tmp_path)
     ran = tmp_path / "the-pickle-ran"
     torch.save({"format": 1, "model": RunsCode(f"touch {ran}")}, checkpoint_file(results))
 
-    run = run_runner(processes, "export", "--experiment", "trained", "--results", results, "-o", tmp_path / "E")
+    run = runner_here(capsys, "export", "--experiment", "trained", "--results", results, "-o", tmp_path / "E")
 
     only_error_line(run, "refusing to load", "not a plain-weights checkpoint")
     assert not ran.exists()
     assert not (tmp_path / "E").exists()
 
 
-def test_export_to_a_folder_that_cannot_be_written_is_one_line(tmp_path, exported, processes):
-    run = run_runner(processes, "export", "--experiment", "trained", "--results", exported / "results",
+def test_export_to_a_folder_that_cannot_be_written_is_one_line(tmp_path, exported, capsys):
+    run = runner_here(capsys, "export", "--experiment", "trained", "--results", exported / "results",
                      "-o", "/proc/self/export")
 
     only_error_line(run, "cannot create output directory /proc/self/export", "-o DIR")
 
 
-def test_export_keeps_an_existing_export_without_overwrite(tmp_path, exported, processes):
+def test_export_keeps_an_existing_export_without_overwrite(tmp_path, exported, capsys):
     shutil.copytree(exported / "export", tmp_path / "E")
     before = {p.name: p.read_bytes() for p in (tmp_path / "E").iterdir()}
 
-    run = run_runner(processes, "export", "--experiment", "trained", "--results", exported / "results", "-o", tmp_path / "E")
+    run = runner_here(capsys, "export", "--experiment", "trained", "--results", exported / "results", "-o", tmp_path / "E")
 
     only_error_line(run, "trained-unet.onnx already exists", "--overwrite")
     assert {p.name: p.read_bytes() for p in (tmp_path / "E").iterdir()} == before

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.ray_processes import (
-    assert_one_error_line, first_reported_checkpoint, run_runner, start_runner, wait_for,
+    assert_one_error_line, first_reported_checkpoint, run_runner, runner_here, start_runner, wait_for,
 )
 from tests.tiny_spaces import tiny_trial
 from runner.results import METRIC, STUDY_FILE
@@ -77,14 +77,14 @@ def test_resuming_a_finished_search_says_so_and_changes_nothing(tmp_path, cifar_
     assert snapshot(results) == before
 
 
-def test_resume_refuses_flags_that_would_change_the_search(tmp_path, processes):
-    run = run_runner(processes, "tune", "--resume", "exp", "--samples", 8, "--max-failures", 2, "--results", tmp_path)
+def test_resume_refuses_flags_that_would_change_the_search(tmp_path, capsys):
+    run = runner_here(capsys, "tune", "--resume", "exp", "--samples", 8, "--max-failures", 2, "--results", tmp_path)
 
     assert_one_error_line(run, "--resume continues a search as it was started; drop --samples, --max-failures")
 
 
-def test_resuming_an_unknown_experiment_is_one_line(tmp_path, processes):
-    run = run_runner(processes, "tune", "--resume", "nope", "--results", tmp_path)
+def test_resuming_an_unknown_experiment_is_one_line(tmp_path, capsys):
+    run = runner_here(capsys, "tune", "--resume", "nope", "--results", tmp_path)
 
     assert_one_error_line(run, "nope", "experiment.json")
 

@@ -11,6 +11,7 @@ from runner.inference.catalog import SHIPPED_DIR
 from runner.inference.model import Model
 from runner.inference.tiling import TILE, ramp, tile_starts
 from runner.scoring import pit_psnr
+from tests.conftest import SHARED_CIFAR
 from tests.test_separate import cli, expected_sources, make_model, random_pixels, save  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore::runner.inference.SizeWarning")  # large on purpose
@@ -86,7 +87,8 @@ def test_seams_cost_the_shipped_model_nothing_on_real_images(real_images):
     from runner.data.sources import load_images
 
     if real_images.dataset != "cifar10":
-        pytest.skip("the shipped model separates CIFAR-10-like RGB images")
+        pytest.skip(f"needs the CIFAR-10 subset CI keeps at {SHARED_CIFAR}, since the shipped model separates "
+                    f"CIFAR-10-like RGB images; only {real_images.dataset} is here")
     thumbnails = load_images("cifar10", "test", real_images.data_dir).pixels[:4].transpose(0, 2, 3, 1)
     images = [np.asarray(Image.fromarray(image).resize((256, 256), Image.BICUBIC)) for image in thumbnails]
     mixtures = [((a.astype(np.uint16) + b + 1) // 2).astype(np.uint8) for a, b in ((images[0], images[1]), (images[2], images[3]))]
