@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 SHORT_EPOCHS = 4
 HALF_WIDTHS, HALF_BOTTLENECK = [16, 32, 64, 128], 256
 # From sigmoid heads at 0.5, the fixed-order model climbs to the Average baseline more slowly on
-# Fashion-MNIST's dark backgrounds: 11.3, 13.7, 14.0, 14.5, 14.6, 14.6 dB against 14.65.
+# Fashion-MNIST's dark backgrounds: 11.4, 13.4, 13.8, 14.3, 14.2, 14.5 dB against 14.65.
 FASHION_MNIST_EPOCHS = 6
 
 
@@ -52,11 +52,11 @@ def test_seed_space_is_the_original_configuration_under_both_losses():
 def test_fixed_order_stays_at_the_baseline_while_pit_beats_it(tmp_path, real_images):
     raw = yaml.safe_load(SEED.read_text())
     epochs = SHORT_EPOCHS
-    if real_images.dataset == "cifar10":
-        # Half the widths, a quarter of the compute: after 4 epochs the fixed-order model sits
-        # 0.09 dB under the baseline and the permutation-invariant one 0.77 dB above it.
-        raw["model"].update(widths=HALF_WIDTHS, bottleneck=HALF_BOTTLENECK)
-    else:
+    # Half the widths, a quarter of the compute. Seen here at the last epoch, fixed-order and
+    # permutation-invariant against the baseline: CIFAR-10 -0.09 and +0.77 dB, Fashion-MNIST
+    # -0.16 and +3.77 dB.
+    raw["model"].update(widths=HALF_WIDTHS, bottleneck=HALF_BOTTLENECK)
+    if real_images.dataset != "cifar10":
         # Fashion-MNIST's 28-pixel sides, resized to 32: the four levels halve them to 2.
         raw["data"].update(dataset=real_images.dataset, image_size=32)
         epochs = FASHION_MNIST_EPOCHS
