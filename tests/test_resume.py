@@ -60,21 +60,15 @@ def test_stopped_search_resumes_to_every_trial_finished_once(tmp_path, cifar_dir
         assert restored_from_checkpoint(experiment / checkpointed / "result.json")
 
 
-@pytest.mark.timeout(900)
-def test_resuming_a_finished_search_says_so_and_changes_nothing(tmp_path, cifar_dir, processes):
-    space, results = tmp_path / "resume.yaml", tmp_path / "results"
-    space.write_text(SPACE.replace("grace_period: 3", "grace_period: 1"))
-    finished = run_runner(processes, "tune", "--space", space, "--samples", 2, "--max-epochs", 1,
-                          "--name", "done", "--results", results, "--data-dir", cifar_dir)
-    assert finished.code == 0, finished.err
-    before = snapshot(results)
+def test_resuming_a_finished_search_says_so_and_changes_nothing(finished_search, processes):
+    before = snapshot(finished_search.results)
 
-    again = run_runner(processes, "tune", "--resume", "done", "--results", results)
+    again = run_runner(processes, "tune", "--resume", finished_search.name, "--results", finished_search.results)
 
     assert again.code == 0, again.err
-    assert "experiment done has already finished; nothing to resume" in again.out
-    assert "done: 2 trials: 2 finished" in again.out
-    assert snapshot(results) == before
+    assert f"experiment {finished_search.name} has already finished; nothing to resume" in again.out
+    assert f"{finished_search.name}: 2 trials: 2 finished" in again.out
+    assert snapshot(finished_search.results) == before
 
 
 def test_resume_refuses_flags_that_would_change_the_search(tmp_path, capsys):

@@ -61,8 +61,13 @@ def mark(items: Iterable[pytest.Item]) -> None:
             for definition in definitions
         ]
         words = set().union(*(_reached(function) for function in functions))
-        for name in uses(words) or {"fast"}:
+        marks = uses(words) or {"fast"}
+        for name in marks:
             item.add_marker(name)
+        if "ray" in marks:
+            # One pytest-xdist worker runs every test that starts Ray, one after another: two
+            # Rays at once would each count the machine's CPUs as their own.
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 def uses(words: set[str]) -> set[str]:
