@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ NO_REAL_IMAGES = (
     "(the cifar-10-batches-py folder of the official cifar-10-python.tar.gz serves too) "
     f"nor Fashion-MNIST at {FASHION_MNIST} ({HOW_TO_GET_FASHION_MNIST})"
 )
+
 
 def pytest_configure(config: pytest.Config) -> None:
     tiers.register(config)
@@ -146,9 +149,6 @@ def finished_search(tmp_path_factory, images) -> FinishedSearch:
     """A real two-trial `runner tune` (Ray Tune + Optuna + ASHA) of SHARED_SPACE, run once for
     every test that only reads a finished search; tests may add files beside it (a report,
     an export elsewhere) but must not change what the search wrote."""
-    import subprocess
-    import sys
-
     root = tmp_path_factory.mktemp("search")
     (root / "folder.yaml").write_text(SHARED_SPACE)
     done = subprocess.run([str(Path(sys.executable).parent / "runner"), "tune", "--space", str(root / "folder.yaml"),

@@ -8,9 +8,9 @@ far down as they go) and marked
   benchmark   it runs a script of benchmarks/.
 
 and every other test `fast`: unit tests and tiny in-process fits, the tier that
-`bash scripts/test.sh --fast` runs. A reading of source can miss what a library does under the hood, so
-`guard_unmarked_processes` also fails any test that starts a process its marks do not
-admit; the marking cannot drift from what the tests do.
+`bash scripts/test.sh --fast` runs. A reading of source can miss what a library does under
+the hood, so `guard_unmarked_processes` also fails any test that starts a process its marks
+do not admit; the marking cannot drift from what the tests do.
 
 Why by hand and not a plugin: the pytest plugins that pick tests (pytest-testmon,
 pytest-picked) select by what changed, not by what a test costs; none reads a test for
@@ -55,6 +55,7 @@ def mark(items: Iterable[pytest.Item]) -> None:
     for item in items:
         if not isinstance(item, pytest.Function):
             continue
+        # The fixtures the test uses, those they use in turn included (pytest has no public accessor).
         functions = [item.function] + [
             definition.func
             for definitions in item._fixtureinfo.name2fixturedefs.values()
@@ -130,6 +131,7 @@ def guard_unmarked_processes(item: pytest.Item, monkeypatch: pytest.MonkeyPatch)
     """Fail a test that starts a process without the subprocess or ray mark (the reading above missed it)."""
     if item.get_closest_marker("subprocess") or item.get_closest_marker("ray"):
         return
+
     def refuse(self, args, *rest, **options):
         pytest.fail(f"{item.nodeid} started a process ({args!r:.120}) but tests/tiers.py did not mark it "
                     "subprocess; make the call visible to it (a tests/ helper it can read)", pytrace=False)
