@@ -76,6 +76,7 @@ def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -
     A trial that diverges or meets a RunnerError ends with `failure_result` as its last
     result instead of raising: a retry would fail the same way (runner/search/outcomes.py).
     """
+    started = time.perf_counter()
     import ray
     from ray import tune
 
@@ -106,7 +107,7 @@ def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -
 
     try:
         # Ray's GPUs and CPU share decide the device and the torch threads (runner.training.device).
-        fit(trial, report, data_dir=data_dir, resume=resume, gpu_ids=gpu_ids, cpus=_assigned_cpus())
+        fit(trial, report, data_dir=data_dir, resume=resume, gpu_ids=gpu_ids, cpus=_assigned_cpus(), started=started)
     except (TrialDiverged, RunnerError) as error:
         tune.report({**failure_result(error, epochs_done), "gpu_ids": gpu_ids})
 

@@ -45,12 +45,15 @@ def fit(
     data: PairData | None = None,
     gpu_ids: list[int] | None = None,
     cpus: float | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Train `config`, reporting after each epoch; resume from a checkpoint state if given.
 
     `gpu_ids` and `cpus` are what Ray gave the trial (None: not under Ray, see device.py);
-    `data` is used instead of loading the dataset, moved to the run's device.
+    `data` is used instead of loading the dataset, moved to the run's device. `started`
+    (a `time.perf_counter()`; default: now) is when the run began, for `startup_seconds`.
     """
+    started = time.perf_counter() if started is None else started
     plan = resolve(config.train, gpu_ids, cpus=cpus)
     if plan.fallback:
         warnings.warn(plan.fallback, stacklevel=2)  # and the metrics record the precision used
@@ -58,12 +61,17 @@ def fit(
     if resume is not None:
         restore(run, resume)
     run.clock = Clock(config.train.minutes, already_spent=resume.elapsed_s if resume else 0.0)
+    # The seconds from the start to the first step: data, model, restore (a trial's start-up cost).
+    startup_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {}
     for epoch in run.epochs():
-        train_loss, steps, seconds = train_epoch(run, epoch)
-        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_seconds": seconds,
-                   "train_pairs": steps * config.train.batch_size, **evaluate(run),
-                   "device": plan.device, "precision": plan.precision, **run.cost}
+        train_loss, steps, train_seconds = train_epoch(run, epoch)
+        evaluated = time.perf_counter()
+        scores = evaluate(run)
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "train_pairs": steps * config.train.batch_size,
+                   **scores, "device": plan.device, "precision": plan.precision, **run.cost,
+                   "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - evaluated,
+                   "startup_seconds": startup_seconds}
         if report is not None:
             report(metrics, training_state(run, metrics))
         if run.clock.out_of_time:
