@@ -223,7 +223,6 @@ def _tune(args) -> int:
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_failures=args.max_failures, seed=args.seed, overrides=list(space.overrides), space_source=space.source,
         )
-        _check_data(space, request.data_dir)
     if request.settings.multi_objective:
         print(f"objectives {', '.join(request.settings.objectives)}: every trial runs its {request.settings.max_epochs} "
               "epochs (ASHA stops trials on one metric, so it is off)")
@@ -422,16 +421,6 @@ def _search_finished(directory: Path, request) -> bool:
     from runner.search.outcomes import is_finished, trial_outcomes
 
     return is_finished(trial_outcomes(directory, request.settings.max_epochs), request.settings.samples)
-
-
-def _check_data(space, data_dir: str | None) -> None:
-    """Find (or download) the dataset once in the driver, so trials do not race to fetch it."""
-    from runner.data.sources import load_images
-
-    data = space.params.get("data", {})
-    dataset = data.get("dataset", "cifar10")
-    for name in (dataset["choice"] if isinstance(dataset, dict) else [dataset]):
-        load_images(name, "train", data_dir)
 
 
 def as_overrides(flags: dict[str, Any]) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ import yaml
 from pydantic import AfterValidator, PositiveInt, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from runner.config import SECTIONS, TrialConfig, refuse_other_families
+from runner.config import SECTIONS, TrialConfig, build_section, refuse_other_families
+from runner.data.config import DataConfig
+from runner.data.sampler import LOADED_BY, data_key
 from runner.errors import RunnerError
 from runner.models import MODELS
 from runner.results import OBJECTIVES
@@ -94,6 +97,9 @@ class TuneSettings:
     # first epochs, at a schedule's high learning rate, rank trials poorly (benchmarks/NOTES-search.md).
     grace_period: PositiveInt | None = None
     reduction_factor: PositiveInt = 2  # ASHA keeps the best 1/reduction_factor at each rung
+    # A trial writes a checkpoint every this many epochs, and always after an epoch that improved
+    # its best score and after its last; Ray keeps two per trial, its best and its latest.
+    checkpoint_every: PositiveInt = 5
     scheduler: Literal["asha", "fifo"] = "asha"  # asha (stops the worst trials early) | fifo (every trial to max_epochs)
     sampler: Literal["tpe", "random"] = "tpe"    # tpe (Optuna's TPESampler) | random (Optuna's RandomSampler)
     # Trials TPE draws at random before it models the results (Optuna's n_startup_trials, whose
@@ -258,6 +264,20 @@ def resolve_constants(space: SearchSpace) -> TrialConfig:
             f"(use `runner tune --space {space.path}` to search)"
         )
     return TrialConfig.from_dict(suggest(None, space)["trial"])
+
+
+def data_sections(space: SearchSpace) -> tuple[list[DataConfig], bool]:
+    """The data: sections the space's trials can draw, one per set of loaded arrays (`data_key`),
+    and whether that is all of them: a range over a loading key lists only its bounds."""
+    sections, complete = {}, True
+    for family in _candidates(space.params["model"].get("family", "unet")):
+        data = {**space.params["data"], **space.families.get(family, {}).get("data", {})}
+        specs = {key: spec for key, spec in data.items() if key in LOADED_BY}
+        complete &= all(not _is_distribution(spec) or "choice" in spec for spec in specs.values())
+        for values in itertools.product(*map(_candidates, specs.values())):
+            section = build_section("data", dict(zip(specs, values)))
+            sections.setdefault(data_key(section), section)
+    return list(sections.values()), complete
 
 
 def check_for_tune(space: SearchSpace) -> None:

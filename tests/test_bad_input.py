@@ -170,6 +170,18 @@ def test_a_weight_decay_that_zeroes_the_weights_is_one_line(tmp_path, capsys):
     assert "train.lr x train.weight_decay is 1, and AdamW scales every weight by 1 minus that" in line
 
 
+def test_data_that_a_search_cannot_load_is_refused_before_it_starts(tmp_path, capsys, cifar_dir):
+    """The driver loads every data: section a search can draw (runner/search/shared_data.py), so a
+    choice no trial could meet stops the search at once, not trial by trial."""
+    (tmp_path / "tiny.yaml").write_text(tiny_trial(val_images="{choice: [100, 100000]}"))
+
+    line = fails(capsys, "tune", "--space", tmp_path / "tiny.yaml", "--name", "doomed", "--results", tmp_path / "R",
+                 "--data-dir", cifar_dir)
+
+    assert "training images, too few to hold out 100000 for validation; lower data.val_images" in line
+    assert not (tmp_path / "R" / "doomed").exists()
+
+
 # ---- a diverging run: one line, the epoch, the fix, exit 1, its good checkpoints kept --------
 
 

@@ -155,3 +155,12 @@ def test_search_efficiency_races_runner_tune_against_a_plain_loop(tmp_path, cifa
     assert report["target_psnr"] == random_run["final_best"]
     assert report["strategies"]["random"]["time_to_target_mean_s"] == random_run["curve"][-1][0]
     assert figure.stat().st_size > 0
+
+
+def test_trial_costs_measure_the_start_and_the_checkpoints(tmp_path, cifar_dir):
+    report = run_benchmark("trial_costs", tmp_path, cifar_dir, "--startup-trials", "2", "--folder-images", "520",
+                           "--checkpoint-trials", "2", "--epochs", "2")
+    for source in ("cifar10", "folder"):
+        assert len(report["startup"][source]["startup_s"]) == 2 and report["startup"][source]["max_s"] > 0
+    checkpoints = report["checkpoints"]
+    assert checkpoints["epochs"] == 4 and checkpoints["disk_bytes"] > 0 and 2 <= checkpoints["checkpoints_kept"] <= 4

@@ -1,5 +1,6 @@
 """The checkpoint format (runner.training.checkpoint): one TrainingState, old checkpoints still load and resume."""
 
+import dataclasses
 import json
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 from runner.config import TrialConfig
 from runner.errors import RunnerError
-from runner.training.checkpoint import MODEL_FILE, TrainingState, load_checkpoint, rebuild_model, save_checkpoint
+from runner.training.checkpoint import MODEL_FILE, TrainingState, ema_state, load_checkpoint, rebuild_model, save_checkpoint
 from runner.training.fit import fit
 
 # A trial configuration exactly as format-1 checkpoints stored it (TrialConfig.to_dict() of that time).
@@ -45,7 +46,8 @@ def format_1(state: TrainingState) -> dict:
     return {
         "format": 1, "config": FORMAT_1_CONFIG, "input_shape": state.input_shape, "dataset": state.dataset,
         "epoch": state.epoch, "metrics": {k: v for k, v in state.metrics.items() if k not in ("device", "precision")},
-        "model": state.model, "training_model": state.training_model, "ema": state.ema, "optimizer": state.optimizer,
+        "model": state.model, "training_model": state.training_model, "ema": ema_state(state) if state.ema else None,
+        "optimizer": state.optimizer,
         "sampler_generator": CUDA_GENERATOR_STATE, "elapsed_s": state.elapsed_s,
     }
 
@@ -94,7 +96,7 @@ def test_each_state_is_a_snapshot_that_later_epochs_leave_alone(straight):
 
 
 @pytest.mark.parametrize("values, fragment", [
-    ({"format": 3}, "is not a checkpoint of this runner (formats 1, 2)"),
+    ({"format": 4}, "is not a checkpoint of this runner (formats 1, 2, 3)"),
     ({"weights": 1}, "is not a checkpoint of this runner"),
     ({"format": 2, "epoch": 1}, "does not hold a training state of this runner"),
 ])
@@ -102,3 +104,19 @@ def test_what_is_not_a_training_state_is_one_line(tmp_path, values, fragment):
     torch.save(values, tmp_path / MODEL_FILE)
     with pytest.raises(RunnerError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         load_checkpoint(tmp_path)
+
+
+def test_a_run_checkpoints_every_n_epochs_after_each_improvement_and_at_its_end(straight, cifar_dir):
+    """fit's checkpoint policy (runner tune's tune.checkpoint_every): a state after epochs 3 and 5 of
+    5 when no epoch beats the best so far, after every epoch that does."""
+    ema, reports = straight
+    unbeaten = dataclasses.replace(reports[0][1], metrics={**reports[0][1].metrics, "val_pit_psnr": 99.0})
+    for resume, scores in ((None, "improving"), (unbeaten, "never beaten")):
+        trial = config(ema)
+        trial.train.epochs = 5
+        states = {}
+        fit(trial, lambda metrics, state: states.update({metrics["epoch"]: state is not None}), data_dir=cifar_dir,
+            resume=resume, checkpoint_every=3)
+        # This tiny U-Net improves every epoch of a fresh run, so each one is checkpointed.
+        expected = {2: False, 3: True, 4: False, 5: True} if resume else {epoch: True for epoch in range(1, 6)}
+        assert states == expected, scores

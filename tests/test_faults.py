@@ -22,27 +22,28 @@ from tests.ray_processes import (
 )
 from tests.tiny_spaces import tiny_trial
 
-TOO_MANY_VAL_IMAGES = 100_000   # more than CIFAR-10's 50,000 training images: fails when the trial loads its data
+# A trial on a CPU asked to train on CUDA: the device policy fails it inside the trial
+# (the data: section, which the driver loads for every trial, is refused before the search).
+ON_CUDA = "cuda"
 # A KL term weighted 1e38 overflows float32: the VAE's loss becomes NaN in epoch 1 (learning
 # rates that would, such as 1e20, are refused before a search starts: train.lr is at most 1).
 NAN_KL_WEIGHT = "1.0e+38"
 
 FAULTY = """\
-# runner tune --space faulty.yaml: one trial trains, one diverges, one fails on its data
+# runner tune --space faulty.yaml: one trial trains, one diverges, one fails on its device
 tune:
   samples: 3
   max_epochs: 2
   grace_period: 2
   points_to_evaluate:
-    - {{data.val_images: 100, model.family: unet}}
-    - {{data.val_images: 100, model.family: vae}}
-    - {{data.val_images: {too_many}, model.family: unet}}
+    - {{train.device: cpu, model.family: unet}}
+    - {{train.device: cpu, model.family: vae}}
+    - {{train.device: {on_cuda}, model.family: unet}}
 families:
   vae:
     train: {{kl_weight: {nan_kl}}}
-""".format(nan_kl=NAN_KL_WEIGHT, too_many=TOO_MANY_VAL_IMAGES) + tiny_trial(
-    val_images=f"{{choice: [100, {TOO_MANY_VAL_IMAGES}]}}", lr="1.0e-3"
-).replace("  family: unet\n", "  family: {choice: [unet, vae]}\n")
+""".format(nan_kl=NAN_KL_WEIGHT, on_cuda=ON_CUDA) + tiny_trial(lr="1.0e-3").replace(
+    "  family: unet\n", "  family: {choice: [unet, vae]}\n") + f"  device: {{choice: [cpu, {ON_CUDA}]}}\n"
 
 
 def write_space(tmp_path, text: str):
@@ -61,7 +62,7 @@ def test_diverged_and_errored_trials_are_reported_not_retried_and_the_search_goe
     assert run.code == 0, run.err
     assert "faulty: 3 trials: 1 finished, 1 diverged, 1 errored" in run.out
     assert "diverged: loss became nan in epoch 1; lower train.lr or train.kl_weight" in run.out
-    assert f"errored: cifar10 has {training_images(cifar_dir)} training images, too few to hold out {TOO_MANY_VAL_IMAGES}" in run.out
+    assert f"errored: train.device is {ON_CUDA} but this trial was given no GPU" in run.out
     assert "Traceback" not in run.out + run.err
     study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{tmp_path / 'R' / 'faulty' / STUDY_FILE}")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
@@ -91,12 +92,12 @@ def test_with_max_failures_2_a_diverging_trial_runs_once_and_is_reported_as_dive
 
 @pytest.mark.timeout(600)
 def test_every_trial_failing_is_one_error_line_and_there_is_nothing_to_export(tmp_path, cifar_dir, processes):
-    space = write_space(tmp_path, tiny_trial(val_images=TOO_MANY_VAL_IMAGES))
+    space = write_space(tmp_path, tiny_trial() + f"  device: {ON_CUDA}\n")
 
     run = run_runner(processes, "tune", "--space", space, "--samples", 1, "--max-epochs", 1, "--name", "doomed",
                      "--results", tmp_path / "R", "--data-dir", cifar_dir)
 
-    assert_one_error_line(run, "every trial of doomed failed", f"too few to hold out {TOO_MANY_VAL_IMAGES}")
+    assert_one_error_line(run, "every trial of doomed failed", f"train.device is {ON_CUDA} but this trial was given no GPU")
     export = run_runner(processes, "export", "--experiment", "doomed", "--results", tmp_path / "R", "-o", tmp_path / "E")
     assert_one_error_line(export, "doomed has no checkpoint yet", "runner tune --resume doomed")
     assert not (tmp_path / "E").exists()
@@ -122,12 +123,6 @@ def test_max_failures_retries_a_killed_trial_from_its_last_checkpoint(tmp_path, 
     assert rows[-1]["epoch"] == 3
     assert any(row["epoch"] > row["iterations_since_restore"] for row in rows), "the retry started from scratch"
     assert retries(experiment)[checkpointed] >= 1
-
-
-def training_images(data_dir) -> int:
-    from runner.data.sources import load_images
-
-    return len(load_images("cifar10", "train", data_dir).pixels)
 
 
 def retries(experiment) -> dict[str, int]:

@@ -8,6 +8,7 @@ pairs; a training epoch draws new ones from the trial's seed and the epoch numbe
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
@@ -43,6 +44,20 @@ class PairData:
 
 
 def load_pair_data(config: DataConfig, data_dir=None, device: str | torch.device = "cpu") -> PairData:
+    return pair_data(load_pair_arrays(config, data_dir), device)
+
+
+# The data: keys that decide what load_pair_arrays returns (augment and shift act on batches).
+LOADED_BY = ("dataset", "channels", "image_size", "per_class", "val_images", "val_pairs")
+
+
+def data_key(config: DataConfig) -> tuple:
+    """Equal for two data: sections that load the same arrays."""
+    return tuple(getattr(config, key) for key in LOADED_BY)
+
+
+def load_pair_arrays(config: DataConfig, data_dir=None) -> dict[str, np.ndarray]:
+    """The images and validation pairs of `config` as numpy arrays (what a search shares with its trials)."""
     images = load_images(
         config.dataset, "train", data_dir, channels=config.channels, image_size=config.image_size
     )
@@ -56,11 +71,19 @@ def load_pair_data(config: DataConfig, data_dir=None, device: str | torch.device
         )
     order = np.random.default_rng(SPLIT_SEED).permutation(len(pixels))
     val_index, train_index = np.sort(order[: config.val_images]), np.sort(order[config.val_images :])
-    return PairData(
-        train=torch.from_numpy(pixels[train_index]).to(device),
-        val=torch.from_numpy(pixels[val_index]).to(device),
-        val_pairs=torch.from_numpy(fixed_pairs(config.val_images, config.val_pairs, VAL_PAIRS_SEED)).to(device),
-    )
+    return {"train": pixels[train_index], "val": pixels[val_index],
+            "val_pairs": fixed_pairs(config.val_images, config.val_pairs, VAL_PAIRS_SEED)}
+
+
+def pair_data(arrays: dict[str, np.ndarray], device: str | torch.device = "cpu") -> PairData:
+    """`load_pair_arrays`'s arrays as tensors on `device`, sharing their memory on the CPU.
+
+    Arrays read from Ray's object store are read-only, and torch warns that it cannot mark
+    a tensor so: these are only ever indexed (every batch is a new tensor), never written.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return PairData(*(torch.from_numpy(arrays[key]).to(device) for key in ("train", "val", "val_pairs")))
 
 
 def load_test_images(config: DataConfig, data_dir=None) -> torch.Tensor:

@@ -44,6 +44,7 @@ class TrialOutcome:
     best_score: float | None    # best validation PIT-PSNR of any epoch
     retries: int = 0            # failures Ray Tune retried from the last checkpoint (--max-failures)
     reason: str = ""            # why it diverged or errored, one line
+    disk_bytes: int = 0         # what its folder holds: results, and its best and latest checkpoints
 
 
 def is_finished(outcomes: list[TrialOutcome], samples: int) -> bool:
@@ -59,12 +60,14 @@ def counts_line(outcomes: list[TrialOutcome]) -> str:
 
 
 def outcome_table(name: str, outcomes: list[TrialOutcome]) -> Table:
-    table = Table(title=f"{name}: {counts_line(outcomes)}")
-    for column in ("trial", "family", "status", "epochs", "best PIT-PSNR", "retries"):
-        table.add_column(column, justify="right" if column in ("epochs", "best PIT-PSNR", "retries") else "left")
+    disk = sum(outcome.disk_bytes for outcome in outcomes)
+    table = Table(title=f"{name}: {counts_line(outcomes)}", caption=f"{disk / 1e6:,.0f} MB on disk" if outcomes else None)
+    for column in ("trial", "family", "status", "epochs", "best PIT-PSNR", "retries", "disk"):
+        table.add_column(column, justify="left" if column in ("trial", "family", "status") else "right")
     for outcome in outcomes:
         score = f"{outcome.best_score:.2f} dB" if outcome.best_score is not None else ""
-        table.add_row(outcome.trial, outcome.family, outcome.status, str(outcome.epochs), score, str(outcome.retries or ""))
+        table.add_row(outcome.trial, outcome.family, outcome.status, str(outcome.epochs), score,
+                      str(outcome.retries or ""), f"{outcome.disk_bytes / 1e6:,.1f} MB")
     return table
 
 
@@ -115,6 +118,7 @@ def _outcome(trial: Trial, error: Exception | None, max_epochs: int) -> TrialOut
         best_score=trial.metric_analysis.get(METRIC, {}).get("max"),
         retries=trial.num_failures - failed,
         reason=_reason(error) if failed else last.get(REASON, ""),
+        disk_bytes=sum(file.stat().st_size for file in Path(trial.path).rglob("*") if file.is_file()),
     )
 
 

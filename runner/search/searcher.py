@@ -9,6 +9,8 @@ the difference.
 
 from __future__ import annotations
 
+import warnings
+
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -41,7 +43,12 @@ class ResumableOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if FAILED not in result and not self._already_told(trial_id):
-            super().on_trial_result(trial_id, result)
+            with warnings.catch_warnings():
+                # A trial continued from a checkpoint older than its last epoch reports the epochs
+                # after it again (the same numbers: each epoch is re-derived from the seed); Optuna
+                # keeps the first report of a step and warns of the second.
+                warnings.filterwarnings("ignore", "The reported value is ignored")
+                super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self._already_told(trial_id):

@@ -24,6 +24,7 @@ from runner.errors import RunnerError
 from runner.results import (METRIC, OBJECTIVES, SPACE_COPY, STUDY_FILE, continue_hint, experiment_dir, read_experiment,
                             write_experiment)
 from runner.search import private_ray_on_loopback
+from runner.search.shared_data import SharedData, load_shared_data, trial_data
 from runner.sections import build
 from runner.space import SearchSpace, TuneSettings, load_space
 
@@ -70,8 +71,10 @@ def gpu_share(gpus_per_trial: float | None) -> float | None:
     return math.floor(RAY_RESOURCE_STEPS / trials_per_gpu) / RAY_RESOURCE_STEPS
 
 
-def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -> None:
-    """The Ray Tune trainable: one trial = `train.fit` with Ray's report and checkpoint.
+def train_trial(config: dict[str, Any], settings: TuneSettings, data_dir: str | None,
+                shared_data: SharedData | None = None) -> None:
+    """The Ray Tune trainable: one trial = `train.fit` with Ray's report and checkpoints, on
+    the search's shared data (runner/search/shared_data.py) when the driver loaded its section.
 
     A trial that diverges or meets a RunnerError ends with `failure_result` as its last
     result instead of raising: a retry would fail the same way (runner/search/outcomes.py).
@@ -86,7 +89,7 @@ def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -
     from runner.training.fit import fit
 
     trial = TrialConfig.from_dict(config["trial"])
-    trial.train.epochs = max_epochs
+    trial.train.epochs = settings.max_epochs
 
     gpu_ids = ray.get_gpu_ids()
     resume = None
@@ -97,17 +100,22 @@ def train_trial(config: dict[str, Any], data_dir: str | None, max_epochs: int) -
 
     epochs_done = resume.epoch if resume else 0
 
-    def report(metrics: dict[str, Any], state: TrainingState) -> None:
+    def report(metrics: dict[str, Any], state: TrainingState | None) -> None:
         nonlocal epochs_done
-        with tempfile.TemporaryDirectory() as directory:
-            save_checkpoint(directory, state)
-            # The GPUs Ray gave the trial go in every result, so a search shows where each trial ran.
-            tune.report({**metrics, "gpu_ids": gpu_ids}, checkpoint=tune.Checkpoint.from_directory(directory))
+        # The GPUs Ray gave the trial go in every result, so a search shows where each trial ran.
+        metrics = {**metrics, "gpu_ids": gpu_ids}
+        if state is None:
+            tune.report(metrics)
+        else:
+            with tempfile.TemporaryDirectory() as directory:
+                save_checkpoint(directory, state)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         epochs_done = metrics["epoch"]
 
     try:
         # Ray's GPUs and CPU share decide the device and the torch threads (runner.training.device).
-        fit(trial, report, data_dir=data_dir, resume=resume, gpu_ids=gpu_ids, cpus=_assigned_cpus(), started=started)
+        fit(trial, report, data_dir=data_dir, data=trial_data(shared_data, trial), resume=resume, gpu_ids=gpu_ids,
+            cpus=_assigned_cpus(), started=started, checkpoint_every=settings.checkpoint_every)
     except (TrialDiverged, RunnerError) as error:
         tune.report({**failure_result(error, epochs_done), "gpu_ids": gpu_ids})
 
@@ -121,6 +129,7 @@ def run_search(request: TuneRequest, address: str | None = None, resume: bool = 
     """
     directory = experiment_dir(request.results, request.name)
     space = load_space(request.space_file, request.overrides)
+    shared_data = load_shared_data(space, request.data_dir)  # before Ray starts: a missing dataset is one line
     start_ray(address)  # before Ray's first import here: a private Ray is set up before it
 
     import ray
@@ -133,9 +142,10 @@ def run_search(request: TuneRequest, address: str | None = None, resume: bool = 
     if resources["gpu"]:
         check_trial_device(space, resources)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data_dir=request.data_dir, max_epochs=request.settings.max_epochs),
+        tune.with_parameters(train_trial, settings=request.settings, data_dir=request.data_dir, shared_data=shared_data),
         resources,
     )
+    del shared_data  # Ray's object store holds it now; the driver's own copy can go
     view = LiveView(request.settings.samples)
     if resume and has_saved_state(directory):
         # The live view and the searcher come back from the saved state with the rest.
@@ -157,8 +167,9 @@ def run_search(request: TuneRequest, address: str | None = None, resume: bool = 
             run_config=tune.RunConfig(
                 name=request.name,
                 storage_path=str(directory.parent),
+                # Each trial's best checkpoint, and its latest (Ray keeps the latest whatever num_to_keep says).
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
+                    num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
                 ),
                 failure_config=tune.FailureConfig(max_failures=request.max_failures),
                 # Ray adds its own loggers beside these: result.json, progress.csv and the

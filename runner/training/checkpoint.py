@@ -28,10 +28,11 @@ from runner.sections import build
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 # Format 1 also held the training sampler's generator state (device-specific); each epoch's
 # pairs are now re-derived from the seed and the epoch, so that entry is ignored on load.
-READABLE_FORMATS = (1, 2)
+# Formats 1 and 2 held the moving average's weights twice, in `model` and in `ema`.
+READABLE_FORMATS = (1, 2, 3)
 FORMAT_1_ONLY = ("sampler_generator",)
 
 
@@ -46,7 +47,7 @@ class TrainingState:
     optimizer: dict[str, Any]
     elapsed_s: float                  # wall-clock spent so far; a resumed run's budget counts it
     training_model: dict[str, torch.Tensor] | None = None  # the live weights, when `model` holds the average
-    ema: dict[str, Any] | None = None  # the moving average's own state, to go on averaging after a resume
+    ema: dict[str, Any] | None = None  # the moving average's count (its weights are `model`), to go on averaging after a resume
 
     @property
     def family(self) -> str:
@@ -103,6 +104,11 @@ def load_checkpoint(path: str | Path) -> TrainingState:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise RunnerError(f"checkpoint {file} is corrupt or truncated ({type(error).__name__}); re-run the trial or pick another checkpoint") from None
     return TrainingState.from_dict(values, str(file))
+
+
+def ema_state(state: TrainingState) -> dict[str, Any]:
+    """The state dict of the moving average (torch's AveragedModel) that `state` was saved from."""
+    return {**{f"module.{key}": value for key, value in state.model.items()}, **state.ema}
 
 
 def rebuild_model(state: TrainingState) -> torch.nn.Module:

@@ -1,8 +1,8 @@
 """Training one configuration: `fit(config, report)` -> final metrics.
 
 `fit` knows nothing about Ray: it calls `report(metrics, state)` after every epoch with
-the metrics and a `TrainingState`, and the caller decides where that goes (a Ray Tune
-checkpoint, a local directory, a test's list). It runs the same in a plain process, in a
+the metrics and, when a checkpoint is due, a `TrainingState` (else None), and the caller
+decides where that goes (a Ray Tune checkpoint, a local directory, a test's list). It runs the same in a plain process, in a
 test and in a trial. `fit` is its steps in order: plan the device, build the run, restore
 a checkpoint, then for each epoch train, evaluate and report.
 """
@@ -22,7 +22,8 @@ from runner.data.sampler import PairData, PairSampler, epoch_seed, load_pair_dat
 from runner.errors import TrialDiverged
 from runner.models import build_model
 from runner.models.cost import model_cost
-from runner.training.checkpoint import TrainingState, to_cpu
+from runner.results import METRIC
+from runner.training.checkpoint import TrainingState, ema_state, to_cpu
 from runner.training.device import DevicePlan, resolve
 from runner.training.losses import total_loss
 from runner.training.metrics import baseline_scores, separation_scores
@@ -31,7 +32,7 @@ from runner.training.schedules import lr_factor
 if TYPE_CHECKING:  # the config is a later stage: only its type is used here
     from runner.config import TrialConfig
 
-Report = Callable[[dict[str, Any], TrainingState], None]
+Report = Callable[[dict[str, Any], TrainingState | None], None]
 EVAL_BATCH = 250
 BATCH_NORM_REFRESH_BATCHES = 16   # training batches that set the averaged weights' BatchNorm statistics
 
@@ -46,12 +47,16 @@ def fit(
     gpu_ids: list[int] | None = None,
     cpus: float | None = None,
     started: float | None = None,
+    checkpoint_every: int = 1,
 ) -> dict[str, Any]:
     """Train `config`, reporting after each epoch; resume from a checkpoint state if given.
 
     `gpu_ids` and `cpus` are what Ray gave the trial (None: not under Ray, see device.py);
     `data` is used instead of loading the dataset, moved to the run's device. `started`
     (a `time.perf_counter()`; default: now) is when the run began, for `startup_seconds`.
+    The report gets a `TrainingState` every `checkpoint_every` epochs, and always after an
+    epoch that improved on the best score so far and after the last; None after the others
+    (building one copies every weight, the optimiser's state and the moving average).
     """
     started = time.perf_counter() if started is None else started
     plan = resolve(config.train, gpu_ids, cpus=cpus)
@@ -64,6 +69,7 @@ def fit(
     # The seconds from the start to the first step: data, model, restore (a trial's start-up cost).
     startup_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {}
+    best = resume.metrics[METRIC] if resume else -math.inf
     for epoch in run.epochs():
         train_loss, steps, train_seconds = train_epoch(run, epoch)
         evaluated = time.perf_counter()
@@ -72,8 +78,11 @@ def fit(
                    **scores, "device": plan.device, "precision": plan.precision, **run.cost,
                    "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - evaluated,
                    "startup_seconds": startup_seconds}
+        last = epoch + 1 == config.train.epochs or run.clock.out_of_time
+        due = last or scores[METRIC] > best or (epoch + 1) % checkpoint_every == 0
+        best = max(best, scores[METRIC])
         if report is not None:
-            report(metrics, training_state(run, metrics))
+            report(metrics, training_state(run, metrics) if due else None)
         if run.clock.out_of_time:
             break
     return metrics
@@ -163,7 +172,7 @@ def restore(run: Run, state: TrainingState) -> None:
     # Optimizer.load_state_dict moves each state tensor to its parameter's device.
     run.optimizer.load_state_dict(state.optimizer)
     if run.ema is not None and state.ema:
-        run.ema.load_state_dict(state.ema)
+        run.ema.load_state_dict(ema_state(state))
     run.start_epoch = state.epoch
 
 
@@ -223,7 +232,8 @@ def training_state(run: Run, metrics: dict[str, Any]) -> TrainingState:
         metrics=metrics,
         model=to_cpu(run.evaluated.state_dict()),
         training_model=to_cpu(run.model.state_dict()) if run.ema is not None else None,
-        ema=to_cpu(run.ema.state_dict()) if run.ema is not None else None,
+        # The average's weights are `model`; of its own state only the count is stored.
+        ema={"n_averaged": to_cpu(run.ema.n_averaged)} if run.ema is not None else None,
         optimizer=to_cpu(run.optimizer.state_dict()),
         elapsed_s=run.clock.elapsed,
     )
@@ -243,7 +253,7 @@ class Evaluator:
         scores = self._mean(self._batches(lambda mixture, a, b: separation_scores(*model(mixture), a, b)))
         model.train(was_training)
         return {
-            "val_pit_psnr": scores["pit_psnr"],
+            METRIC: scores["pit_psnr"],
             "val_pit_ssim": scores["pit_ssim"],
             "val_baseline_psnr": self.baseline["pit_psnr"],
             "val_baseline_ssim": self.baseline["pit_ssim"],
