@@ -23,21 +23,10 @@ from runner.search.warm import WARM_FROM, own_trials_study, seed_study, study_st
 from runner.space import load_space, suggest
 from tests.conftest import SHARED_SPACE
 
-# The earlier search: two families, one with a parameter of its own (ae.train.weight_decay).
-EARLIER = """\
-tune: {samples: 16, startup_trials: 4}
-data: {dataset: cifar10, val_images: 100, val_pairs: 100}
-model:
-  family: {choice: [unet, ae]}
-  base_width: {choice: [4, 8]}
-  depth: 2
-  latent_dim: 16
-train:
-  lr: {loguniform: [1.0e-3, 4.0e-3]}
-families:
-  ae:
-    train: {weight_decay: {uniform: [0.0, 0.01]}}
-"""
+# The earlier search: the shared space's two families, searched widths and learning rates,
+# and a parameter of the autoencoder's own (ae.train.weight_decay); no fixed first points.
+POINTS = "  points_to_evaluate:\n    - {model.family: unet}\n    - {model.family: ae}\n"
+EARLIER = SHARED_SPACE.replace(POINTS, "") + "families:\n  ae:\n    train: {weight_decay: {uniform: [0.0, 0.01]}}\n"
 TRIALS = 16
 
 
