@@ -80,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
     tune.add_argument("--warm-start", nargs="+", metavar="EXPERIMENT",
                       help="seed the study with the finished trials of these earlier `runner tune` experiments "
-                           "(in --results) that this space could have drawn: every value it searches inside its "
-                           "range, every other one equal to its constant; the rest are skipped and counted. They "
-                           "are not trials of this search (tune.samples counts new ones only)")
+                           "(in --results) that this space could have drawn (each value it searches inside its range, "
+                           "each other value a trial drew equal to its constant; the rest are skipped and counted). "
+                           "They are not trials of this search: tune.samples counts new ones. KEY=VALUE overrides "
+                           "go before this flag")
     _common_run_flags(tune)
     tune.set_defaults(handler=_tune)
 
