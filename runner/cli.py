@@ -19,7 +19,7 @@ from runner.errors import RunFailed, RunnerError, TrialDiverged
 
 TRAIN_EXTRA = ("torch", "ray", "optuna", "yaml", "onnx", "onnxscript", "matplotlib", "pydantic", "tensorboardX")
 # Flags that shape a search; a resumed search keeps the ones it was started with.
-SEARCH_FLAGS = ("samples", "max_epochs", "name", "cpus_per_trial", "gpus_per_trial", "max_failures")
+SEARCH_FLAGS = ("samples", "max_epochs", "name", "cpus_per_trial", "gpus_per_trial", "max_failures", "warm_start")
 
 
 class RunnerInterrupted(Exception):
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
   runner tune --space my.yaml --samples 16 --max-epochs 8
   runner tune --space unet train.lr=2e-3 model.depth=3      override keys of the space
   runner tune --space unet 'train.lr={loguniform: [1e-4, 1e-2]}'
+  runner tune --space unet --samples 32 --warm-start unet-20261130-101500
+                                                            a bigger search that starts from an earlier one's trials
   runner tune --resume unet-20261130-101500                 continue a stopped search""")
     source = tune.add_mutually_exclusive_group(required=True)
     source.add_argument("--space", help="a search space YAML file, or a built-in's name (`runner spaces` lists them)")
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="retries of a failed trial from its last checkpoint (a killed worker, a lost node); "
                            "a trial that diverged or met a runner error is not retried: it would fail again")
     tune.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
+    tune.add_argument("--warm-start", nargs="+", metavar="EXPERIMENT",
+                      help="seed the study with the finished trials of these earlier `runner tune` experiments "
+                           "(in --results) that this space could have drawn (each value it searches inside its range, "
+                           "each other value a trial drew equal to its constant; the rest are skipped and counted). "
+                           "They are not trials of this search: tune.samples counts new ones. KEY=VALUE overrides "
+                           "go before this flag")
     _common_run_flags(tune)
     tune.set_defaults(handler=_tune)
 
@@ -192,12 +200,14 @@ def _common_run_flags(parser: argparse.ArgumentParser) -> None:
 def _tune(args) -> int:
     from runner.search import private_ray_on_loopback
     from runner.search.tune import TuneRequest, load_request, run_search
+    from runner.search.warm import warm_trials
     from runner.results import continue_hint, experiment_dir
     from runner.space import check_for_tune, load_space
 
     if not args.address:
         private_ray_on_loopback()  # before anything below imports Ray
 
+    warm = []
     if args.resume:
         changed = [f"--{flag.replace('_', '-')}" for flag in SEARCH_FLAGS if getattr(args, flag)]
         if changed:
@@ -222,12 +232,24 @@ def _tune(args) -> int:
             data_dir=_absolute(args.data_dir), settings=space.tune,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_failures=args.max_failures, seed=args.seed, overrides=list(space.overrides), space_source=space.source,
+            warm_start=args.warm_start or [],
         )
+        if request.warm_start:  # before the data and Ray: an unknown experiment stops here
+            _check_names(request.warm_start)
+            warm = warm_trials(args.results, request.warm_start, space, request.settings.objectives)
     if request.settings.multi_objective:
         print(f"objectives {', '.join(request.settings.objectives)}: every trial runs its {request.settings.max_epochs} "
               "epochs (ASHA stops trials on one metric, so it is off)")
-    run_search(request, address=args.address, resume=bool(args.resume))
+    run_search(request, address=args.address, resume=bool(args.resume), warm=warm)
     return _tune_summary(directory, request)
+
+
+def _check_names(experiments: list[str]) -> None:
+    """--warm-start takes every word after it: an override written there is a mistake, not an experiment."""
+    overrides = [name for name in experiments if "=" in name]
+    if overrides:
+        raise RunnerError(f"--warm-start takes experiment names, and {overrides[0]} is an override; "
+                          "put KEY=VALUE overrides before --warm-start")
 
 
 def _tune_summary(directory: Path, request) -> int:

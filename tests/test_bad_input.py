@@ -266,6 +266,24 @@ def test_resuming_a_run_as_a_search_points_at_runner_train(tmp_path, capsys, tra
     assert follow(capsys, line, "continue it with: ") == 0
 
 
+def test_a_warm_start_from_no_earlier_search_is_one_line(tmp_path, capsys):
+    results = tmp_path / "R"
+    (tmp_path / "tiny.yaml").write_text(SEARCH)
+    (results / "q").mkdir(parents=True)
+    (results / "q" / EXPERIMENT_FILE).write_text(json.dumps({"kind": "train"}))
+    (results / "both").mkdir()
+    (results / "both" / EXPERIMENT_FILE).write_text(json.dumps(
+        {"kind": "tune", "request": {"settings": {"objectives": ["psnr", "macs"]}}}))
+    tune = ("tune", "--space", tmp_path / "tiny.yaml", "--results", results, "--name", "new", "--warm-start")
+
+    assert f"no experiment 'gone' in {results}; experiments there: both, q" in fails(capsys, *tune, "gone")
+    assert "--warm-start q: it was made by `runner train`" in fails(capsys, *tune, "q")
+    assert "--warm-start both: it optimised psnr, macs, this search psnr" in fails(capsys, *tune, "both")
+    assert "put KEY=VALUE overrides before --warm-start" in fails(capsys, *tune, "q", "train.lr=2e-3")
+    assert not (results / "new").exists()
+    assert "drop --warm-start" in fails(capsys, "tune", "--resume", "both", "--results", results, "--warm-start", "q")
+
+
 # ---- the small ones: path errors, override errors ---------------------------------------------
 
 

@@ -246,10 +246,12 @@ def load_study(directory: Path, stored: dict[str, Any]):
         return None, f"the search left no {STUDY_FILE} in {directory}"
     import optuna
 
+    from runner.search.warm import own_trials_study, study_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = stored.get("request", {}).get("name", directory.name)
-    try:
-        return optuna.load_study(study_name=name, storage=f"sqlite:///{directory / STUDY_FILE}"), None
+    try:  # its own trials only: a warm-started study also holds the earlier searches' (runner/search/warm.py)
+        return own_trials_study(optuna.load_study(study_name=name, storage=study_storage(directory))), None
     except KeyError:
         return None, f"{STUDY_FILE} holds no study named {name}"
 

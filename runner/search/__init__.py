@@ -1,7 +1,7 @@
 """Search: every line of Ray code in the project. Ray Tune trials driven by Optuna
 (tune), the data the driver loads once for every trial (shared_data), the live view
-(live), the searcher that survives a killed driver (searcher), and what became of each
-trial (outcomes).
+(live), the searcher that survives a killed driver (searcher), what became of each trial
+(outcomes), and a study seeded with earlier searches' trials (warm).
 
 Ray reads some settings from the environment when it is first imported, so importing this
 package sets them before any module here imports Ray.

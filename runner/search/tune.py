@@ -17,16 +17,18 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from runner.config import TrialConfig
 from runner.errors import RunnerError
-from runner.results import (METRIC, OBJECTIVES, SPACE_COPY, STUDY_FILE, continue_hint, experiment_dir, read_experiment,
-                            write_experiment)
+from runner.results import METRIC, OBJECTIVES, SPACE_COPY, continue_hint, experiment_dir, read_experiment, write_experiment
 from runner.search import private_ray_on_loopback
 from runner.search.shared_data import SharedData, load_shared_data, trial_data
 from runner.sections import build
 from runner.space import SearchSpace, TuneSettings, load_space
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 MAX_TRIALS_PER_GPU = 100     # --gpus-per-trial 1/k up to k = 100
 RAY_RESOURCE_STEPS = 10_000  # Ray keeps resource amounts on a grid of 1/10000
@@ -47,6 +49,7 @@ class TuneRequest:
     seed: int = 0
     overrides: list[str] = field(default_factory=list)  # key=value changes to the YAML, from the command line
     space_source: str = ""                # what the user named: a path or "built-in NAME"
+    warm_start: list[str] = field(default_factory=list)  # earlier experiments whose trials seeded the study
 
     def __post_init__(self):
         self.gpus_per_trial = gpu_share(self.gpus_per_trial)
@@ -120,8 +123,10 @@ def train_trial(config: dict[str, Any], settings: TuneSettings, data_dir: str | 
         tune.report({**failure_result(error, epochs_done), "gpu_ids": gpu_ids})
 
 
-def run_search(request: TuneRequest, address: str | None = None, resume: bool = False):
+def run_search(request: TuneRequest, address: str | None = None, resume: bool = False, warm: Sequence[FrozenTrial] = ()):
     """Run a search, or continue a stopped one (`resume`); returns Ray Tune's ResultGrid.
+
+    A new search's study starts with the `warm` trials (runner/search/warm.py: `warm_trials`).
 
     A resumed search keeps its finished and errored trials as they are (an errored trial
     already had its --max-failures retries) and continues the unfinished ones from their
@@ -137,6 +142,7 @@ def run_search(request: TuneRequest, address: str | None = None, resume: bool = 
 
     from runner.search.live import LiveView
     from runner.search.outcomes import has_saved_state
+    from runner.search.warm import seed_study
 
     resources = trial_resources(ray.cluster_resources(), request.cpus_per_trial, request.gpus_per_trial)
     if resources["gpu"]:
@@ -154,6 +160,8 @@ def run_search(request: TuneRequest, address: str | None = None, resume: bool = 
         if not resume:
             write_experiment(directory, {"kind": "tune", "started": time.time(), "request": asdict(request)})
             (directory / SPACE_COPY).write_text(space.yaml_text())  # what --resume runs, overrides applied
+            if warm:
+                seed_study(directory, request.name, request.settings.objectives, list(warm))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -298,6 +306,7 @@ def _searcher(space: SearchSpace, request: TuneRequest, directory: Path):
     import optuna
 
     from runner.search.searcher import ResumableOptunaSearch
+    from runner.search.warm import study_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metrics, modes = zip(*(OBJECTIVES[name] for name in request.settings.objectives))
@@ -308,7 +317,7 @@ def _searcher(space: SearchSpace, request: TuneRequest, directory: Path):
         mode=list(modes) if multi else "max",
         sampler=_sampler(request.settings, request.seed),
         study_name=request.name,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{directory / STUDY_FILE}"),
+        storage=optuna.storages.RDBStorage(study_storage(directory)),
         points_to_evaluate=request.settings.points_to_evaluate or None,
     )
 
