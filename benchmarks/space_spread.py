@@ -14,7 +14,8 @@ space's `tune.max_epochs`, and reports:
   final scores, which says where an early stop can trust the order;
 - the trials below the Average baseline after their first epoch, and where they ended;
 - the seed noise: the best trial's configuration trained again with --noise-seeds
-  other training seeds (`train.seed`), and the spread of its final scores.
+  other training seeds (`train.seed`), and the spread of its final scores, its own
+  seed's among them.
 
 The figure draws each trial's final score per family and the baseline. KEY=VALUE
 overrides change the space, as they do for `runner tune`.
@@ -46,7 +47,8 @@ def parse_args(argv=None):
     parser.add_argument("--noise-seeds", type=int, default=3, help="training seeds for the best configuration (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="the random sampler's seed (default 0)")
     parser.add_argument("--figure", type=optional_path, help="final scores per family as a PNG")
-    parser.add_argument("--keep", type=Path, help="keep the experiments and logs in this folder")
+    parser.add_argument("--keep", type=Path, help="keep the experiments and logs in this folder; run again with the "
+                                                  "same folder, the searches already there are read, not rerun")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override the space, as runner tune does")
     return parser.parse_args(argv)
 
@@ -82,19 +84,22 @@ def main(argv=None) -> int:
 
 def run_search(work: Path, name: str, space_and_overrides: list[str], samples: int, seed: int, data_dir: Path) -> list[dict]:
     """`runner tune` to the end; each trial's family, config, per-epoch scores and final score."""
+    from runner.results import EXPERIMENT_FILE, epoch_rows, family_of, trial_histories
+
     space, *overrides = space_and_overrides
     command = [str(Path(sys.executable).parent / "runner"), "tune", "--space", space, "--samples", str(samples),
                "--seed", str(seed), "--name", name, "--results", str(work / "results"), "--data-dir", str(data_dir),
                *overrides]
-    log(f"{name}: runner tune, {samples} trials ...")
-    start = time.perf_counter()
-    with open(work / f"{name}.log", "w") as output:
-        done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "TERM": "dumb"})
-    if done.returncode != 0:
-        raise RuntimeError(f"runner tune exited {done.returncode}:\n{(work / f'{name}.log').read_text()[-3000:]}")
-    log(f"  {time.perf_counter() - start:.0f} s")
-    from runner.results import epoch_rows, family_of, trial_histories
-
+    if (work / "results" / name / EXPERIMENT_FILE).is_file():
+        log(f"{name}: reading the search kept in {work}")
+    else:
+        log(f"{name}: runner tune, {samples} trials ...")
+        start = time.perf_counter()
+        with open(work / f"{name}.log", "w") as output:
+            done = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "TERM": "dumb"})
+        if done.returncode != 0:
+            raise RuntimeError(f"runner tune exited {done.returncode}:\n{(work / f'{name}.log').read_text()[-3000:]}")
+        log(f"  {time.perf_counter() - start:.0f} s")
     trials = []
     for trial, rows in trial_histories(work / "results" / name).items():
         epochs = epoch_rows(rows)
@@ -142,7 +147,7 @@ def summarize(report: dict) -> None:
         "ended_above_median": sum(trial["final"] > median for trial in below),
         "best_final": max((trial["final"] for trial in below), default=None),
     }
-    noise = [trial["final"] for trial in report["noise"]]
+    noise = [report["best"]["final"], *(trial["final"] for trial in report["noise"])]  # its own seed and the others
     report["seed_noise"] = {"finals": noise, "std": statistics.stdev(noise) if len(noise) > 1 else 0.0,
                             "range": max(noise) - min(noise)}
     report["within_noise_of_best"] = sum(trial["final"] >= report["best"]["final"] - report["seed_noise"]["range"]
@@ -157,7 +162,7 @@ def markdown(report: dict) -> str:
     lines.append(markdown_table(["family", "trials", "best (dB)", "median (dB)", "worst (dB)"], rows))
     if report["rank_correlation"]:
         lines.append("\n### Rank correlation of each epoch's scores with the final scores\n")
-        lines.append(markdown_table(["epoch", *report["rank_correlation"]],
+        lines.append(markdown_table(["epoch", *map(str, report["rank_correlation"])],
                                     [["Spearman", *report["rank_correlation"].values()]]))
     below = report["below_baseline_after_epoch_1"]
     lines.append(f"\nBelow the Average baseline after epoch 1: {below['trials']} trials; "
@@ -165,7 +170,7 @@ def markdown(report: dict) -> str:
                  f"(best of them: {below['best_final'] if below['best_final'] is not None else 'none'}).")
     noise, best = report["seed_noise"], report["best"]
     lines.append(f"\nSeed noise of the best configuration ({best['trial']}, {best['family']}, {best['final']:.2f} dB): "
-                 f"{len(noise['finals'])} other seeds gave {', '.join(f'{x:.2f}' for x in noise['finals'])} dB "
+                 f"{len(noise['finals'])} seeds (its own first) gave {', '.join(f'{x:.2f}' for x in noise['finals'])} dB "
                  f"(std {noise['std']:.2f}, range {noise['range']:.2f}); {report['within_noise_of_best']} of "
                  f"{len(report['trials'])} trials end within that range of the best.")
     return "\n".join(lines)
@@ -187,7 +192,7 @@ def draw(report: dict, path: Path) -> None:
     axes.set_xticks(range(len(families)), families)
     axes.set_ylabel("final validation PIT-PSNR (dB)")
     axes.set_title(f"{len(report['trials'])} random trials of {report['settings']['space']} (line: median)")
-    axes.legend(loc="lower right")
+    axes.legend(loc="best")
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

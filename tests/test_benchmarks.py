@@ -164,3 +164,14 @@ def test_trial_costs_measure_the_start_and_the_checkpoints(tmp_path, cifar_dir):
         assert len(report["startup"][source]["startup_s"]) == 2 and report["startup"][source]["max_s"] > 0
     checkpoints = report["checkpoints"]
     assert checkpoints["epochs"] == 4 and checkpoints["disk_bytes"] > 0 and 2 <= checkpoints["checkpoints_kept"] <= 4
+
+
+def test_space_spread_ranks_families_and_measures_seed_noise(tmp_path, cifar_dir):
+    space = tmp_path / "two-families.yaml"
+    space.write_text("tune: {max_epochs: 2}\n" + tiny_trial().replace("  family: unet\n", "  family: {choice: [unet, ae]}\n"))
+    report = run_benchmark("space_spread", tmp_path, cifar_dir, "--space", str(space), "--trials", "3",
+                           "--noise-seeds", "2", "--figure", str(tmp_path / "spread.png"))
+    assert len(report["trials"]) == 3 and sum(f["trials"] for f in report["families"].values()) == 3
+    assert list(report["rank_correlation"]) == ["1"]   # epoch 1 of 2 against the final scores (JSON keys are text)
+    assert len(report["seed_noise"]["finals"]) == 3 and report["seed_noise"]["range"] >= 0   # its own seed and 2 others
+    assert (tmp_path / "spread.png").stat().st_size > 0

@@ -4,6 +4,10 @@ Trials run in parallel on whatever the cluster has: a share of the GPUs when the
 any, CPUs otherwise, never a GPU the cluster lacks (such a trial would wait forever).
 Before the first trial, one small Ray task with a trial's resources asks the device policy
 where trials will run, so a GPU node whose torch has no CUDA stops the search in one line.
+The driver loads the search's data once and trials read it from Ray's object store
+(runner/search/shared_data.py); each trial writes a checkpoint every
+`tune.checkpoint_every` epochs, after an improvement and at its end, and Ray keeps its
+best and its latest.
 The Optuna study lives in the experiment directory (SQLite), so it outlives the run; Ray
 Tune's own experiment state makes `--resume` continue a stopped search.
 """
