@@ -2,9 +2,10 @@
 
 `fit` knows nothing about Ray: it calls `report(metrics, state)` after every epoch with
 the metrics and, when a checkpoint is due, a `TrainingState` (else None), and the caller
-decides where that goes (a Ray Tune checkpoint, a local directory, a test's list). It runs the same in a plain process, in a
-test and in a trial. `fit` is its steps in order: plan the device, build the run, restore
-a checkpoint, then for each epoch train, evaluate and report.
+decides where that goes (a Ray Tune checkpoint, a local directory, a test's list). It
+runs the same in a plain process, in a test and in a trial. `fit` is its steps in order:
+plan the device, build the run, restore a checkpoint, then for each epoch train,
+evaluate and report.
 """
 
 from __future__ import annotations
